@@ -1,0 +1,1 @@
+//! pipework over netlink.
