@@ -1,0 +1,329 @@
+//! The engine: the only part of envd that acts on Docker and netlink. `reconcile(env)`
+//! drives one env from its recorded state towards its desired one; every step is
+//! idempotent and recorded, so a restarted envd picks up where it stopped.
+
+mod archive;
+mod node;
+mod pods;
+mod ready;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use ipnetwork::IpNetwork;
+use tokio::sync::Mutex as AsyncMutex;
+
+use crate::error::{Error, Result};
+use crate::spec::{Facts, Plan};
+use crate::store::{Env, State, Store};
+
+pub use node::{NodeMode, host_docker};
+
+/// The stubs sidecar's port, published on the node IP of every env.
+pub const STUBS_PORT: u16 = 9000;
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Archives go to `<data_dir>/logs/<env-id>.tar.gz`.
+    pub data_dir: PathBuf,
+    /// Per-node host directories holding the inner dockerd's socket.
+    pub run_dir: PathBuf,
+    /// `<seed_dir>/current` is the inner data root every node starts from.
+    pub seed_dir: PathBuf,
+    pub node_image: String,
+    pub pause_image: String,
+    pub stubs_image: String,
+    pub bridge: String,
+    pub cidr: IpNetwork,
+    pub gateway: IpAddr,
+    pub node_mode: NodeMode,
+}
+
+impl EngineConfig {
+    pub fn with_data_dir(data_dir: PathBuf) -> Self {
+        let cidr: IpNetwork = netcfg::DEFAULT_CIDR
+            .parse()
+            .unwrap_or_else(|_| unreachable!("valid constant"));
+        EngineConfig {
+            data_dir,
+            run_dir: PathBuf::from("/run/envd"),
+            seed_dir: PathBuf::from("/var/lib/envd/seed"),
+            node_image: "envd/node:latest".into(),
+            pause_image: "envd/pause:latest".into(),
+            stubs_image: "envd/stubs:latest".into(),
+            bridge: netcfg::DEFAULT_BRIDGE.into(),
+            gateway: first_host(cidr),
+            cidr,
+            node_mode: NodeMode::Auto,
+        }
+    }
+
+    pub fn pool(&self) -> Result<netcfg::IpPool> {
+        Ok(netcfg::IpPool::new(self.cidr, self.gateway, vec![])?)
+    }
+
+    pub fn archive_path(&self, env_id: &str) -> PathBuf {
+        self.data_dir.join("logs").join(format!("{env_id}.tar.gz"))
+    }
+}
+
+fn first_host(cidr: IpNetwork) -> IpAddr {
+    match cidr {
+        IpNetwork::V4(n) => IpAddr::V4((u32::from(n.network()) + 1).into()),
+        IpNetwork::V6(n) => IpAddr::V6((u128::from(n.network()) + 1).into()),
+    }
+}
+
+pub struct Engine {
+    pub store: Store,
+    pub cfg: EngineConfig,
+    host: Docker,
+    pool: netcfg::IpPool,
+    /// One lock per env: never two reconciles of one env at once.
+    locks: Mutex<HashMap<String, Arc<AsyncMutex<()>>>>,
+}
+
+/// What reconcile wants next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    Done,
+    Requeue(Duration),
+}
+
+impl Engine {
+    pub async fn new(store: Store, cfg: EngineConfig) -> Result<Arc<Engine>> {
+        let host = host_docker().await?;
+        let pool = cfg.pool()?;
+        std::fs::create_dir_all(cfg.data_dir.join("logs")).map_err(|source| Error::Io {
+            context: format!("creating {}", cfg.data_dir.join("logs").display()),
+            source,
+        })?;
+        Ok(Arc::new(Engine {
+            store,
+            cfg,
+            host,
+            pool,
+            locks: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    pub fn host(&self) -> &Docker {
+        &self.host
+    }
+
+    /// Starts (or joins) the reconcile of one env in the background.
+    pub fn kick(self: &Arc<Self>, env_id: &str) {
+        let this = Arc::clone(self);
+        let id = env_id.to_string();
+        tokio::spawn(async move {
+            loop {
+                match this.reconcile(&id).await {
+                    Ok(Action::Done) => break,
+                    Ok(Action::Requeue(d)) => tokio::time::sleep(d).await,
+                    Err(e) => {
+                        tracing::warn!(env = %id, error = %e, "reconcile failed; retrying");
+                        tokio::time::sleep(error_policy(&e)).await;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Reconciles every env that is not finished: at start-up and periodically.
+    pub async fn resync(self: &Arc<Self>) -> Result<()> {
+        for id in self.store.active_ids().await? {
+            self.kick(&id);
+        }
+        Ok(())
+    }
+
+    fn lock_for(&self, id: &str) -> Arc<AsyncMutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(locks.entry(id.to_string()).or_default())
+    }
+
+    /// One pass for one env; idempotent and safe to cancel at any `.await`.
+    pub async fn reconcile(&self, id: &str) -> Result<Action> {
+        let lock = self.lock_for(id);
+        let _held = lock.lock().await;
+        let env = self.store.get(id).await?;
+        match env.state {
+            State::Gone | State::Failed => Ok(Action::Done),
+            State::Collecting | State::Freeing => {
+                self.teardown(&env).await?;
+                Ok(Action::Done)
+            }
+            // A failure recorded before a crash: finish what `fail` started.
+            _ if env.error.is_some() && env.keep_on_failure => {
+                self.store
+                    .set_state(id, State::Failed, &env.step, None)
+                    .await?;
+                Ok(Action::Done)
+            }
+            _ if env.desired == "gone" || env.error.is_some() => {
+                self.teardown(&env).await?;
+                Ok(Action::Done)
+            }
+            State::Requested => {
+                self.store
+                    .lease_and_create(id, &self.pool, &self.cfg.cidr.to_string())
+                    .await?;
+                Ok(Action::Requeue(Duration::ZERO))
+            }
+            State::Creating => {
+                let plan_deadline = self.plan(&env)?.deadline();
+                match tokio::time::timeout(plan_deadline, self.create(&env)).await {
+                    Ok(Ok(())) => {
+                        self.store
+                            .set_state(id, State::Ready, "ready", None)
+                            .await?;
+                        self.store
+                            .event(
+                                id,
+                                "ready",
+                                "environment ready",
+                                Some(since_ms(env.created_at)),
+                            )
+                            .await?;
+                        Ok(Action::Done)
+                    }
+                    Ok(Err(e)) => self.fail(&env, e).await,
+                    Err(_) => {
+                        let e = Error::step(
+                            "deadline",
+                            format!(
+                                "not ready within {}",
+                                humantime::format_duration(plan_deadline)
+                            ),
+                        );
+                        self.fail(&env, e).await
+                    }
+                }
+            }
+            State::Ready => {
+                self.ensure_running(&env).await?;
+                Ok(Action::Done)
+            }
+        }
+    }
+
+    async fn fail(&self, env: &Env, e: Error) -> Result<Action> {
+        let current = self.store.get(&env.id).await?;
+        let cause = format!("{} failed: {e}", current.step);
+        tracing::warn!(env = %env.id, "{cause}");
+        self.store.event(&env.id, "failed", &cause, None).await?;
+        self.store
+            .set_state(&env.id, State::Creating, &current.step, Some(&cause))
+            .await?;
+        if env.keep_on_failure {
+            self.store
+                .set_state(&env.id, State::Failed, &current.step, None)
+                .await?;
+            return Ok(Action::Done);
+        }
+        let env = self.store.get(&env.id).await?;
+        self.teardown(&env).await?;
+        Ok(Action::Done)
+    }
+
+    pub fn plan(&self, env: &Env) -> Result<Plan> {
+        let facts = Facts {
+            env_id: env.id.clone(),
+            env_name: env.name.clone(),
+            node_ip: env.node_ip.clone().unwrap_or_else(|| "0.0.0.0".into()),
+        };
+        Plan::render(&env.template, &env.template_src, &env.answers, &facts)
+    }
+
+    /// Runs `f` as the recorded step `step`: recorded before it acts and after it completes.
+    async fn step<T, F: Future<Output = Result<T>>>(
+        &self,
+        env: &Env,
+        step: &str,
+        f: F,
+    ) -> Result<T> {
+        self.store.set_step(&env.id, step).await?;
+        crate::faults::maybe_abort(step);
+        let t = Instant::now();
+        let out = f.await?;
+        self.store
+            .event(&env.id, step, "done", Some(t.elapsed()))
+            .await?;
+        Ok(out)
+    }
+
+    async fn create(&self, env: &Env) -> Result<()> {
+        let plan = self.plan(env)?;
+        let node = self.step(env, "node", self.ensure_node(env)).await?;
+        let inner = self
+            .step(env, "inner-engine", node::wait_inner(&node))
+            .await?;
+        self.step(env, "network", self.ensure_ip(env, &node))
+            .await?;
+        self.step(
+            env,
+            "pods",
+            pods::ensure_pods(self, env, &node, &inner, &plan),
+        )
+        .await?;
+        self.step(env, "readiness", ready::wait_all(self, env, &inner, &plan))
+            .await?;
+        Ok(())
+    }
+
+    /// A ready env whose node restarted gets its IP and pods back.
+    async fn ensure_running(&self, env: &Env) -> Result<()> {
+        let node = self.ensure_node(env).await?;
+        let inner = node::wait_inner(&node).await?;
+        self.ensure_ip(env, &node).await?;
+        let plan = self.plan(env)?;
+        pods::ensure_pods(self, env, &node, &inner, &plan).await
+    }
+
+    async fn teardown(&self, env: &Env) -> Result<()> {
+        if !matches!(env.state, State::Freeing) {
+            self.store
+                .set_state(&env.id, State::Collecting, "collecting", None)
+                .await?;
+            crate::faults::maybe_abort("collecting");
+            let t = Instant::now();
+            let summary = archive::collect(self, env).await;
+            self.store
+                .event(&env.id, "collecting", &summary, Some(t.elapsed()))
+                .await?;
+        }
+        self.store
+            .set_state(&env.id, State::Freeing, "freeing", None)
+            .await?;
+        crate::faults::maybe_abort("freeing");
+        let t = Instant::now();
+        node::free(self, env).await?;
+        self.store.release_lease(&env.id).await?;
+        let failed = self.store.get(&env.id).await?.error.is_some();
+        let end = if failed { State::Failed } else { State::Gone };
+        self.store
+            .event(&env.id, "freeing", "everything freed", Some(t.elapsed()))
+            .await?;
+        self.store
+            .set_state(&env.id, end, end.as_str(), None)
+            .await?;
+        Ok(())
+    }
+}
+
+fn since_ms(created_at: i64) -> Duration {
+    Duration::from_millis((crate::store::now_ms() - created_at).max(0) as u64)
+}
+
+/// Backoff after a failed reconcile pass: quick for passing trouble, slower for the engine.
+pub fn error_policy(e: &Error) -> Duration {
+    match e {
+        Error::Docker { .. } | Error::Net(_) => Duration::from_secs(5),
+        Error::Store(_) => Duration::from_secs(1),
+        _ => Duration::from_secs(10),
+    }
+}

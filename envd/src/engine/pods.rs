@@ -1,0 +1,275 @@
+//! Pods inside the node: per pod a pause container that holds the network namespace and
+//! publishes the pod's ports on the node, and the pod's containers joined to it. Pods find
+//! each other by name on the inner network `envd`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::PermissionsExt;
+
+use bollard::Docker;
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig,
+    PortBinding,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, InspectContainerOptions, UploadToContainerOptionsBuilder,
+};
+use futures_util::future::try_join_all;
+
+use super::node::{LABEL_ENV, LABEL_ROLE, LOG_DIR, Node};
+use super::{Engine, STUBS_PORT};
+use crate::error::{DockerContext, Error, IoContext, Result};
+use crate::spec::{CheckKind, Container, File, Plan, Pod, Ready, STUBS_POD};
+use crate::store::Env;
+
+pub const NETWORK: &str = "envd";
+pub const LABEL_POD: &str = "envd.pod";
+pub const LABEL_CONTAINER: &str = "envd.container";
+
+/// The env's own sidecar, run like any pod: log archive and HTTP stubs.
+pub fn stubs_pod(engine: &Engine, plan: &Plan) -> Result<Pod> {
+    let config = serde_yaml::to_string(&plan.stubs)
+        .map_err(|e| Error::invalid(&plan.name, "stubs", e.to_string()))?;
+    Ok(Pod {
+        name: STUBS_POD.into(),
+        ports: vec![STUBS_PORT],
+        containers: vec![Container {
+            name: "stubs".into(),
+            image: engine.cfg.stubs_image.clone(),
+            command: vec![],
+            env: BTreeMap::new(),
+            files: vec![File {
+                path: "/etc/stubs/stubs.yaml".into(),
+                content: config,
+                mode: 0o644,
+            }],
+            cpus: None,
+            memory: Some("64m".into()),
+        }],
+        ready: Some(Ready {
+            kind: CheckKind::Http,
+            port: Some(STUBS_PORT),
+            user: None,
+            password: None,
+            path: Some("/_envd/healthz".into()),
+            command: vec![],
+            container: None,
+            deadline: None,
+        }),
+        endpoint: None,
+    })
+}
+
+/// Every pod of the plan plus the stubs sidecar.
+pub fn all_pods(engine: &Engine, plan: &Plan) -> Result<Vec<Pod>> {
+    let mut pods = plan.pods.clone();
+    pods.push(stubs_pod(engine, plan)?);
+    Ok(pods)
+}
+
+pub(super) async fn ensure_pods(
+    engine: &Engine,
+    env: &Env,
+    node: &Node,
+    inner: &Docker,
+    plan: &Plan,
+) -> Result<()> {
+    ensure_network(inner, env).await?;
+    let pods = all_pods(engine, plan)?;
+    try_join_all(
+        pods.iter()
+            .map(|pod| ensure_pod(engine, env, node, inner, pod)),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn ensure_network(inner: &Docker, env: &Env) -> Result<()> {
+    if inner.inspect_network(NETWORK, None).await.is_ok() {
+        return Ok(());
+    }
+    let req = NetworkCreateRequest {
+        name: NETWORK.into(),
+        driver: Some("bridge".into()),
+        labels: Some(HashMap::from([(LABEL_ENV.to_string(), env.id.clone())])),
+        ..Default::default()
+    };
+    match inner.create_network(req).await {
+        Ok(_) => Ok(()),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 409, ..
+        }) => Ok(()),
+        Err(e) => Err(Error::Docker {
+            context: "creating the inner network".into(),
+            source: e,
+        }),
+    }
+}
+
+fn labels(env: &Env, pod: &str, container: &str, role: &str) -> HashMap<String, String> {
+    HashMap::from([
+        (LABEL_ENV.to_string(), env.id.clone()),
+        (LABEL_ROLE.to_string(), role.to_string()),
+        (LABEL_POD.to_string(), pod.to_string()),
+        (LABEL_CONTAINER.to_string(), container.to_string()),
+    ])
+}
+
+async fn ensure_pod(
+    engine: &Engine,
+    env: &Env,
+    node: &Node,
+    inner: &Docker,
+    pod: &Pod,
+) -> Result<()> {
+    // The pod's log dir, made from the host side of the node's data root: writable by the
+    // unprivileged users database images run as.
+    let host_log_dir = node.log_dir().join(&pod.name);
+    std::fs::create_dir_all(&host_log_dir)
+        .io_ctx(|| format!("creating {}", host_log_dir.display()))?;
+    std::fs::set_permissions(&host_log_dir, std::fs::Permissions::from_mode(0o777))
+        .io_ctx(|| format!("opening {}", host_log_dir.display()))?;
+
+    let ports: HashMap<String, Option<Vec<PortBinding>>> = pod
+        .ports
+        .iter()
+        .map(|p| {
+            (
+                format!("{p}/tcp"),
+                Some(vec![PortBinding {
+                    host_ip: None,
+                    host_port: Some(p.to_string()),
+                }]),
+            )
+        })
+        .collect();
+    let pause = ContainerCreateBody {
+        image: Some(engine.cfg.pause_image.clone()),
+        hostname: Some(pod.name.clone()),
+        labels: Some(labels(env, &pod.name, "pause", "pause")),
+        exposed_ports: Some(pod.ports.iter().map(|p| format!("{p}/tcp")).collect()),
+        host_config: Some(HostConfig {
+            port_bindings: Some(ports),
+            network_mode: Some(NETWORK.into()),
+            ..Default::default()
+        }),
+        networking_config: Some(NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(
+                NETWORK.to_string(),
+                EndpointSettings {
+                    aliases: Some(vec![pod.name.clone()]),
+                    ..Default::default()
+                },
+            )])),
+        }),
+        ..Default::default()
+    };
+    let restarted_pause = ensure_container(inner, &pod.name, pause, &[]).await?;
+
+    let log_bind = if pod.name == STUBS_POD {
+        format!("/var/lib/docker/{LOG_DIR}:/var/log/envd")
+    } else {
+        format!(
+            "/var/lib/docker/{LOG_DIR}/{p}:/var/log/envd/{p}",
+            p = pod.name
+        )
+    };
+    for c in &pod.containers {
+        let name = format!("{}-{}", pod.name, c.name);
+        let memory = match &c.memory {
+            Some(m) => Some(
+                crate::spec::parse_memory(m).map_err(|r| Error::invalid(&pod.name, "memory", r))?,
+            ),
+            None => None,
+        };
+        let body = ContainerCreateBody {
+            image: Some(c.image.clone()),
+            cmd: (!c.command.is_empty()).then(|| c.command.clone()),
+            env: Some(c.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            labels: Some(labels(env, &pod.name, &c.name, "pod")),
+            host_config: Some(HostConfig {
+                network_mode: Some(format!("container:{}", pod.name)),
+                binds: Some(vec![log_bind.clone()]),
+                memory,
+                nano_cpus: c.cpus.map(|cpus| (cpus * 1e9) as i64),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        // Containers joined to a pause that restarted hold its old, dead namespace.
+        if restarted_pause {
+            let _ = inner.stop_container(&name, None).await;
+        }
+        ensure_container(inner, &name, body, &c.files).await?;
+    }
+    Ok(())
+}
+
+/// Creates (pushing its files between create and start) and starts a container; starts it
+/// again if it exists but is stopped. Returns whether it had to be (re)started.
+async fn ensure_container(
+    inner: &Docker,
+    name: &str,
+    body: ContainerCreateBody,
+    files: &[File],
+) -> Result<bool> {
+    let image = body.image.clone().unwrap_or_default();
+    let state = inner
+        .inspect_container(name, None::<InspectContainerOptions>)
+        .await
+        .ok()
+        .and_then(|i| i.state);
+    if let Some(s) = state {
+        if s.running.unwrap_or(false) {
+            return Ok(false);
+        }
+    } else {
+        let opts = CreateContainerOptionsBuilder::default().name(name).build();
+        match inner.create_container(Some(opts), body).await {
+            Ok(_) => {}
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => {}
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {
+                return Err(Error::step(
+                    "pods",
+                    format!(
+                        "image `{image}` is not in the node (no registry is used): build it with scripts/build-images, or name an envd image"
+                    ),
+                ));
+            }
+            Err(e) => {
+                return Err(Error::Docker {
+                    context: format!("creating {name}"),
+                    source: e,
+                });
+            }
+        }
+        if !files.is_empty() {
+            let tar = files_tar(files).io_ctx(|| format!("packing the files of {name}"))?;
+            let opts = UploadToContainerOptionsBuilder::default().path("/").build();
+            inner
+                .upload_to_container(name, Some(opts), bollard::body_full(tar.into()))
+                .await
+                .ctx(|| format!("uploading config files into {name}"))?;
+        }
+    }
+    inner
+        .start_container(name, None)
+        .await
+        .ctx(|| format!("starting {name}"))?;
+    Ok(true)
+}
+
+fn files_tar(files: &[File]) -> std::io::Result<Vec<u8>> {
+    let mut b = tar::Builder::new(Vec::new());
+    for f in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(f.content.len() as u64);
+        h.set_mode(f.mode);
+        h.set_mtime(crate::store::now_ms() as u64 / 1000);
+        b.append_data(&mut h, f.path.trim_start_matches('/'), f.content.as_bytes())?;
+    }
+    b.into_inner()
+}

@@ -1,0 +1,519 @@
+//! The state store: envs, IP leases and events, in SQLite (default) or PostgreSQL via
+//! sqlx's `Any` driver. All SQL of envd lives here.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Serialize;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Requested,
+    Creating,
+    Ready,
+    Collecting,
+    Freeing,
+    Gone,
+    Failed,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Requested => "requested",
+            State::Creating => "creating",
+            State::Ready => "ready",
+            State::Collecting => "collecting",
+            State::Freeing => "freeing",
+            State::Gone => "gone",
+            State::Failed => "failed",
+        }
+    }
+
+    /// Gone and failed envs hold nothing on the host (unless kept on failure).
+    pub fn is_final(self) -> bool {
+        matches!(self, State::Gone | State::Failed)
+    }
+}
+
+impl FromStr for State {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "requested" => State::Requested,
+            "creating" => State::Creating,
+            "ready" => State::Ready,
+            "collecting" => State::Collecting,
+            "freeing" => State::Freeing,
+            "gone" => State::Gone,
+            "failed" => State::Failed,
+            other => {
+                return Err(Error::invalid(
+                    "query",
+                    "state",
+                    format!(
+                        "`{other}` is not a state; use requested, creating, ready, collecting, freeing, gone or failed"
+                    ),
+                ));
+            }
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Env {
+    pub id: String,
+    pub name: String,
+    pub key: Option<String>,
+    pub owner: String,
+    pub template: String,
+    #[serde(skip)]
+    pub template_src: String,
+    #[serde(skip)]
+    pub answers: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub state: State,
+    /// `ready` while wanted, `gone` once a teardown was asked for.
+    pub desired: String,
+    pub step: String,
+    pub error: Option<String>,
+    pub node_ip: Option<String>,
+    pub keep_on_failure: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub ready_at: Option<i64>,
+    pub expires_at: i64,
+}
+
+impl Env {
+    pub fn short_id(&self) -> &str {
+        short_id(&self.id)
+    }
+}
+
+/// The part of a uuid v7 that differs between envs created in the same millisecond too.
+pub fn short_id(id: &str) -> &str {
+    let hex = id.rsplit('-').next().unwrap_or(id);
+    &hex[hex.len().saturating_sub(8)..]
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub id: i64,
+    pub env_id: String,
+    pub at: i64,
+    pub step: String,
+    pub message: String,
+    pub duration_ms: Option<i64>,
+}
+
+pub struct NewEnv {
+    pub id: String,
+    pub name: String,
+    pub key: Option<String>,
+    pub owner: String,
+    pub template: String,
+    pub template_src: String,
+    pub answers: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub keep_on_failure: bool,
+    pub expires_at: i64,
+}
+
+/// What a create did: a new env, or the live one already holding the key.
+pub enum Created {
+    New(Env),
+    Existing(Env),
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct EnvFilter {
+    pub state: Option<State>,
+    pub owner: Option<String>,
+    pub key: Option<String>,
+    pub label: Option<(String, String)>,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    postgres: bool,
+}
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+macro_rules! env_columns {
+    () => {
+        "id, name, env_key, owner, template, template_src, answers, labels, state, desired, step, error, node_ip, keep_on_failure, created_at, updated_at, ready_at, expires_at"
+    };
+}
+
+impl Store {
+    /// Opens (creating the SQLite file when needed) and migrates the store.
+    pub async fn open(url: &str) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let postgres = url.starts_with("postgres:") || url.starts_with("postgresql:");
+        let url = if url.starts_with("sqlite:") && !url.contains('?') && !url.contains(":memory:") {
+            format!("{url}?mode=rwc")
+        } else {
+            url.to_string()
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(if postgres { 10 } else { 4 })
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if !postgres {
+                        // WAL lets readers (API) run beside the engine's writes; busy_timeout
+                        // makes a writer wait for the lock instead of failing at once.
+                        sqlx::query("PRAGMA journal_mode = WAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA busy_timeout = 10000")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA synchronous = NORMAL")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await?;
+        if postgres {
+            sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        } else {
+            sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        }
+        Ok(Store { pool, postgres })
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.postgres
+    }
+
+    /// Inserts a requested env; with a key held by a live env, returns that env instead.
+    pub async fn create_env(&self, new: NewEnv) -> Result<Created> {
+        if let Some(key) = &new.key
+            && let Some(env) = self.live_by_key(key).await?
+        {
+            return Ok(Created::Existing(env));
+        }
+        let now = now_ms();
+        let res = sqlx::query(concat!("INSERT INTO envs (", env_columns!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'requested', 'ready', 'requested', NULL, NULL, $9, $10, $10, NULL, $11)"))
+        .bind(&new.id)
+        .bind(&new.name)
+        .bind(&new.key)
+        .bind(&new.owner)
+        .bind(&new.template)
+        .bind(&new.template_src)
+        .bind(json(&new.answers))
+        .bind(json(&new.labels))
+        .bind(i64::from(new.keep_on_failure))
+        .bind(now)
+        .bind(new.expires_at)
+        .execute(&self.pool)
+        .await;
+        match res {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => {
+                // A concurrent create took the key first: that env is the answer.
+                if let Some(key) = &new.key
+                    && let Some(env) = self.live_by_key(key).await?
+                {
+                    return Ok(Created::Existing(env));
+                }
+                return Err(Error::Conflict(format!(
+                    "a live environment is already named `{}`; choose another name or remove it first",
+                    new.name
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.event(
+            &new.id,
+            "requested",
+            &format!("template {}", new.template),
+            None,
+        )
+        .await?;
+        Ok(Created::New(self.get(&new.id).await?))
+    }
+
+    async fn live_by_key(&self, key: &str) -> Result<Option<Env>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            env_columns!(),
+            " FROM envs WHERE env_key = $1 AND state NOT IN ('gone', 'failed')"
+        ))
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| env_from_row(&r)).transpose()
+    }
+
+    /// By id, or by name (the live env of that name, else the newest).
+    pub async fn get(&self, id_or_name: &str) -> Result<Env> {
+        let row = sqlx::query(concat!("SELECT ", env_columns!(), " FROM envs WHERE id = $1 OR name = $1 ORDER BY (CASE WHEN id = $1 THEN 0 WHEN state NOT IN ('gone', 'failed') THEN 1 ELSE 2 END), created_at DESC LIMIT 1"))
+        .bind(id_or_name)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(r) => env_from_row(&r),
+            None => Err(Error::NotFound(format!("environment `{id_or_name}`"))),
+        }
+    }
+
+    pub async fn list(&self, f: &EnvFilter) -> Result<Vec<Env>> {
+        let rows = sqlx::query(concat!("SELECT ", env_columns!(), " FROM envs WHERE ($1 = '' OR state = $1) AND ($2 = '' OR owner = $2) AND ($3 = '' OR env_key = $3) ORDER BY created_at DESC"))
+        .bind(f.state.map(|s| s.as_str()).unwrap_or(""))
+        .bind(f.owner.clone().unwrap_or_default())
+        .bind(f.key.clone().unwrap_or_default())
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let env = env_from_row(r)?;
+            if let Some((k, v)) = &f.label
+                && env.labels.get(k) != Some(v)
+            {
+                continue;
+            }
+            out.push(env);
+        }
+        Ok(out)
+    }
+
+    /// Ids of envs the engine still has work for or holds objects of.
+    pub async fn active_ids(&self) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT id FROM envs WHERE state NOT IN ('gone', 'failed') ORDER BY created_at",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<String, _>(0)?))
+            .collect()
+    }
+
+    pub async fn set_state(
+        &self,
+        id: &str,
+        state: State,
+        step: &str,
+        error: Option<&str>,
+    ) -> Result<()> {
+        let now = now_ms();
+        sqlx::query("UPDATE envs SET state = $2, step = $3, error = COALESCE($4, error), updated_at = $5, ready_at = CASE WHEN $2 = 'ready' THEN COALESCE(ready_at, $5) ELSE ready_at END WHERE id = $1")
+            .bind(id)
+            .bind(state.as_str())
+            .bind(step)
+            .bind(error)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_step(&self, id: &str, step: &str) -> Result<()> {
+        sqlx::query("UPDATE envs SET step = $2, updated_at = $3 WHERE id = $1")
+            .bind(id)
+            .bind(step)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Asks for teardown; the engine acts on it. A failed env kept for debugging is let go:
+    /// it goes back to `collecting`, and its teardown ends in `failed` again.
+    pub async fn request_teardown(&self, id: &str) -> Result<()> {
+        sqlx::query("UPDATE envs SET desired = 'gone', state = CASE WHEN state = 'failed' AND keep_on_failure THEN 'collecting' ELSE state END, keep_on_failure = 0, updated_at = $2 WHERE id = $1")
+            .bind(id)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_expires_at(&self, id: &str, expires_at: i64) -> Result<()> {
+        sqlx::query("UPDATE envs SET expires_at = $2, updated_at = $3 WHERE id = $1")
+            .bind(id)
+            .bind(expires_at)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Allocates the env's node IP and moves it to `creating` in one transaction; the
+    /// UNIQUE constraint on the lease makes concurrent allocations (also from several
+    /// envd on one database) retry instead of colliding.
+    pub async fn lease_and_create(
+        &self,
+        id: &str,
+        pool: &netcfg::IpPool,
+        pool_name: &str,
+    ) -> Result<IpAddr> {
+        for attempt in 0..50u32 {
+            match self.try_lease(id, pool).await {
+                Ok(Some(ip)) => return Ok(ip),
+                Ok(None) => return Err(Error::PoolExhausted(pool_name.to_string())),
+                Err(Error::Store(e)) if is_unique_violation(&e) || is_busy(&e) => {
+                    tokio::time::sleep(Duration::from_millis(5 + u64::from(attempt) * 7)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::Conflict(
+            "could not take an IP lease after 50 attempts; the store is too contended".into(),
+        ))
+    }
+
+    async fn try_lease(&self, id: &str, pool: &netcfg::IpPool) -> Result<Option<IpAddr>> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(row) = sqlx::query("SELECT ip FROM leases WHERE env_id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+        {
+            let ip: String = row.try_get(0)?;
+            tx.commit().await?;
+            return parse_ip(&ip).map(Some);
+        }
+        let rows = sqlx::query("SELECT ip FROM leases")
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut in_use = HashSet::new();
+        for r in &rows {
+            in_use.insert(parse_ip(&r.try_get::<String, _>(0)?)?);
+        }
+        let ip = match pool.allocate(&in_use) {
+            Ok(ip) => ip,
+            Err(_) => return Ok(None),
+        };
+        let now = now_ms();
+        sqlx::query("INSERT INTO leases (ip, env_id, created_at) VALUES ($1, $2, $3)")
+            .bind(ip.to_string())
+            .bind(id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE envs SET state = 'creating', step = 'lease', node_ip = $2, updated_at = $3 WHERE id = $1")
+            .bind(id)
+            .bind(ip.to_string())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(ip))
+    }
+
+    pub async fn release_lease(&self, id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM leases WHERE env_id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn lease_of(&self, id: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT ip FROM leases WHERE env_id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
+    }
+
+    pub async fn event(
+        &self,
+        id: &str,
+        step: &str,
+        message: &str,
+        duration: Option<Duration>,
+    ) -> Result<()> {
+        sqlx::query("INSERT INTO events (env_id, at, step, message, duration_ms) VALUES ($1, $2, $3, $4, $5)")
+            .bind(id)
+            .bind(now_ms())
+            .bind(step)
+            .bind(message)
+            .bind(duration.map(|d| d.as_millis() as i64))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn events(&self, id: &str, after: i64) -> Result<Vec<Event>> {
+        let rows = sqlx::query("SELECT id, env_id, at, step, message, duration_ms FROM events WHERE env_id = $1 AND id > $2 ORDER BY id")
+            .bind(id)
+            .bind(after)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Event {
+                    id: r.try_get(0)?,
+                    env_id: r.try_get(1)?,
+                    at: r.try_get(2)?,
+                    step: r.try_get(3)?,
+                    message: r.try_get(4)?,
+                    duration_ms: r.try_get(5)?,
+                })
+            })
+            .collect()
+    }
+}
+
+fn json(m: &BTreeMap<String, String>) -> String {
+    serde_json::to_string(m).unwrap_or_else(|_| "{}".into())
+}
+
+fn parse_ip(s: &str) -> Result<IpAddr> {
+    s.parse()
+        .map_err(|_| Error::invalid("store", "leases.ip", format!("`{s}` is not an IP address")))
+}
+
+fn env_from_row(r: &AnyRow) -> Result<Env> {
+    let map = |s: String| serde_json::from_str::<BTreeMap<String, String>>(&s).unwrap_or_default();
+    Ok(Env {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        key: r.try_get("env_key")?,
+        owner: r.try_get("owner")?,
+        template: r.try_get("template")?,
+        template_src: r.try_get("template_src")?,
+        answers: map(r.try_get("answers")?),
+        labels: map(r.try_get("labels")?),
+        state: r.try_get::<String, _>("state")?.parse()?,
+        desired: r.try_get("desired")?,
+        step: r.try_get("step")?,
+        error: r.try_get("error")?,
+        node_ip: r.try_get("node_ip")?,
+        keep_on_failure: r.try_get::<i64, _>("keep_on_failure")? != 0,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+        ready_at: r.try_get("ready_at")?,
+        expires_at: r.try_get("expires_at")?,
+    })
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+fn is_busy(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.message().contains("locked") || d.message().contains("busy"))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,182 @@
+//! Store tests run on SQLite always and on PostgreSQL when `ENVD_TEST_POSTGRES_URL` is
+//! set (scripts/test starts one); under CI=true a missing PostgreSQL is a failure.
+
+use super::*;
+
+pub(crate) fn postgres_url() -> Option<String> {
+    match std::env::var("ENVD_TEST_POSTGRES_URL") {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true but ENVD_TEST_POSTGRES_URL is not set: run the suite through scripts/test, which starts PostgreSQL"
+            );
+            eprintln!(
+                "ENVD_TEST_POSTGRES_URL unset: PostgreSQL half of the store tests skipped on this developer run"
+            );
+            None
+        }
+    }
+}
+
+/// A fresh store per backend. Postgres tests share one database, so rows are namespaced
+/// by a per-test prefix in ids, names and keys.
+async fn stores() -> Vec<(Store, tempfile::TempDir)> {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("envd.db").display());
+    let mut out = vec![(Store::open(&url).await.unwrap(), dir)];
+    if let Some(pg) = postgres_url() {
+        out.push((
+            Store::open(&pg).await.unwrap(),
+            tempfile::tempdir().unwrap(),
+        ));
+    }
+    out
+}
+
+fn new_env(tag: &str, key: Option<&str>) -> NewEnv {
+    let id = uuid::Uuid::now_v7().to_string();
+    NewEnv {
+        name: format!("{tag}-{}", short_id(&id)),
+        id,
+        key: key.map(String::from),
+        owner: "qa".into(),
+        template: "minimal".into(),
+        template_src: "name: minimal".into(),
+        answers: [("a".to_string(), "1".to_string())].into(),
+        labels: [("team".to_string(), "shop".to_string())].into(),
+        keep_on_failure: false,
+        expires_at: now_ms() + 3_600_000,
+    }
+}
+
+fn test_pool() -> netcfg::IpPool {
+    let cidr: ipnetwork::IpNetwork = "10.250.0.0/29".parse().unwrap();
+    netcfg::IpPool::new(cidr, "10.250.0.1".parse().unwrap(), vec![]).unwrap()
+}
+
+#[tokio::test]
+async fn create_get_list_and_state_changes() {
+    for (s, _d) in stores().await {
+        let Created::New(env) = s.create_env(new_env("cgl", None)).await.unwrap() else {
+            panic!("new")
+        };
+        assert_eq!(env.state, State::Requested);
+        assert_eq!(env.answers["a"], "1");
+        assert_eq!(s.get(&env.name).await.unwrap().id, env.id);
+        s.set_state(&env.id, State::Ready, "ready", None)
+            .await
+            .unwrap();
+        let got = s.get(&env.id).await.unwrap();
+        assert_eq!(got.state, State::Ready);
+        assert!(got.ready_at.is_some());
+        let listed = s
+            .list(&EnvFilter {
+                label: Some(("team".into(), "shop".into())),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(listed.iter().any(|e| e.id == env.id));
+        let none = s
+            .list(&EnvFilter {
+                state: Some(State::Failed),
+                owner: Some("qa".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(none.iter().all(|e| e.id != env.id));
+        assert!(matches!(
+            s.get("no-such-env").await,
+            Err(Error::NotFound(_))
+        ));
+        s.event(&env.id, "node", "up", Some(Duration::from_millis(12)))
+            .await
+            .unwrap();
+        let ev = s.events(&env.id, 0).await.unwrap();
+        assert_eq!(ev.last().unwrap().duration_ms, Some(12));
+    }
+}
+
+#[tokio::test]
+async fn a_live_key_returns_the_same_env_and_frees_after_gone() {
+    for (s, _d) in stores().await {
+        let key = format!("branch-{}", uuid::Uuid::now_v7());
+        let Created::New(a) = s.create_env(new_env("key", Some(&key))).await.unwrap() else {
+            panic!("new")
+        };
+        let Created::Existing(b) = s.create_env(new_env("key", Some(&key))).await.unwrap() else {
+            panic!("existing")
+        };
+        assert_eq!(a.id, b.id);
+        s.set_state(&a.id, State::Gone, "gone", None).await.unwrap();
+        assert!(matches!(
+            s.create_env(new_env("key", Some(&key))).await.unwrap(),
+            Created::New(_)
+        ));
+    }
+}
+
+#[tokio::test]
+async fn a_live_name_is_unique() {
+    for (s, _d) in stores().await {
+        let first = new_env("dup", None);
+        let mut second = new_env("dup", None);
+        second.name = first.name.clone();
+        s.create_env(first).await.unwrap();
+        let err = s.create_env(second).await.err().unwrap();
+        assert!(matches!(err, Error::Conflict(_)), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn concurrent_leases_are_distinct_until_the_pool_is_exhausted() {
+    for (s, _d) in stores().await {
+        // Postgres runs share a database: clear the test pool's range first.
+        sqlx::query("DELETE FROM leases WHERE ip LIKE '10.250.0.%'")
+            .execute(&s.pool)
+            .await
+            .unwrap();
+        let pool = test_pool(); // 10.250.0.2 ..= .6: five addresses
+        let mut ids = vec![];
+        for _ in 0..7 {
+            let Created::New(e) = s.create_env(new_env("lease", None)).await.unwrap() else {
+                panic!()
+            };
+            ids.push(e.id);
+        }
+        let tasks: Vec<_> = ids
+            .iter()
+            .map(|id| {
+                let (s, id, pool) = (s.clone(), id.clone(), pool.clone());
+                tokio::spawn(async move { s.lease_and_create(&id, &pool, "test").await })
+            })
+            .collect();
+        let mut got = HashSet::new();
+        let mut exhausted = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(ip) => assert!(got.insert(ip), "IP {ip} leased twice"),
+                Err(Error::PoolExhausted(_)) => exhausted += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!((got.len(), exhausted), (5, 2));
+        // Idempotent for the same env, and released on demand.
+        let ip = s.lease_and_create(&ids[0], &pool, "test").await;
+        if let Ok(ip) = ip {
+            assert_eq!(s.lease_of(&ids[0]).await.unwrap(), Some(ip.to_string()));
+            assert_eq!(s.get(&ids[0]).await.unwrap().state, State::Creating);
+        }
+        for id in &ids {
+            s.release_lease(id).await.unwrap();
+        }
+        assert_eq!(s.lease_of(&ids[0]).await.unwrap(), None);
+    }
+}
+
+#[test]
+fn short_ids_come_from_the_random_tail() {
+    assert_eq!(short_id("0190a1b2-c3d4-7e5f-8a9b-0123456789ab"), "456789ab");
+}
