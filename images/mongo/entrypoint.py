@@ -1,4 +1,4 @@
-#!/opt/secantus/bin/python
+#!/usr/bin/python3
 """envd/mongo entrypoint: SecantusDB with the official mongo image's contract.
 
   MONGO_INITDB_ROOT_USERNAME / MONGO_INITDB_ROOT_PASSWORD  root user (role root in
@@ -20,6 +20,7 @@ import glob
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -66,6 +67,33 @@ def import_json(client, db_name: str, path: str) -> None:
     if docs:
         client[db_name][coll].insert_many(docs)
     log.info("imported %d document(s) from %s into %s.%s", len(docs), path, db_name, coll)
+
+
+def reopen(server, host: str, port: int, auth: bool, make):
+    """Moves the init server to its public address with auth as asked, keeping its
+    storage open (a restart costs ~2 s: the accept thread's join times out and
+    WiredTiger closes and reopens). Falls back to a restart if SecantusDB's
+    internals differ from the pinned version's."""
+    try:
+        sock, thread = server._socket, server._thread
+        server._stop_event.set()
+        sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+        sock.close()
+        thread.join(timeout=2.0)
+        if thread.is_alive():
+            raise RuntimeError("accept thread still running")
+        server.connections.close_all()
+        server._socket = None
+        server._thread = None
+        server.host, server.port, server.require_auth = host, port, auth
+        server.start()
+        return server
+    except (AttributeError, OSError, RuntimeError) as exc:
+        log.info("restarting the server (%s)", exc)
+        server.stop()
+        server = make(host, port, auth)
+        server.start()
+        return server
 
 
 def main() -> None:
@@ -132,7 +160,11 @@ def main() -> None:
         with MongoClient(url, serverSelectionTimeoutMS=10000) as client:
             if user:
                 client.admin.command(
-                    "createUser", user, pwd=pwd, roles=[{"role": "root", "db": "admin"}]
+                    "createUser",
+                    user,
+                    pwd=pwd,
+                    roles=[{"role": "root", "db": "admin"}],
+                    mechanisms=["SCRAM-SHA-256", "SCRAM-SHA-1"],
                 )
                 log.info("created root user %r in admin", user)
             for f in files:
@@ -146,12 +178,11 @@ def main() -> None:
                         die(f"{f} failed")
                 else:
                     log.info("ignoring %s", f)
-        server.stop()
         marker.touch()
-    elif not marker.exists():
-        marker.touch()
-
-    server = make(cfg.host, cfg.port, bool(cfg.auth or user))
+        server = reopen(server, cfg.host, cfg.port, bool(cfg.auth or user), make)
+    else:
+        server = make(cfg.host, cfg.port, bool(cfg.auth or user))
+        server.start()
 
     def on_signal(signum, frame) -> None:
         log.info("signal %d: stopping", signum)
@@ -160,7 +191,6 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    server.start()
     log.info("ready: auth %s", "enforced" if server.require_auth else "off")
     server.wait()
 
