@@ -1,8 +1,9 @@
 //! The envd/node contract on the real Docker engine (images/node/README.md):
-//! a node started with the explicit capability set and a seeded data root answers on
-//! `<hostdir>/docker.sock`, holds every seeded envd image without any pull, runs a redis
-//! with a published port that answers PING at the node's IP from the host, stops
-//! cleanly on SIGTERM (exit 0, its inner cgroups gone), and leaves nothing behind.
+//! a node started with the explicit capability set, a fresh volume as its data root and
+//! the seed mounted read-only at /envd-seed answers on `<hostdir>/docker.sock`, holds every
+//! seeded envd image without any pull, runs a redis with a published port that answers
+//! PING at the node's IP from the host, stops cleanly on SIGTERM (exit 0, its inner
+//! cgroups gone), and leaves nothing behind.
 //!
 //! Needs: Docker, `scripts/build-images` run (envd/node + the envd images); it runs
 //! `scripts/build-seed` itself (a no-op when the seed is current).
@@ -14,10 +15,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, PortBinding};
+use bollard::models::{
+    ContainerCreateBody, HostConfig, Mount, MountType, PortBinding, VolumeCreateRequest,
+};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListImagesOptions, RemoveContainerOptionsBuilder,
-    StopContainerOptionsBuilder,
+    RemoveVolumeOptions, StopContainerOptionsBuilder,
 };
 
 /// The node image: `ENVD_NODE_IMAGE` (as for scripts/build-seed) or envd/node:latest.
@@ -68,8 +71,8 @@ fn run(cmd: &mut Command) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Removes the node container, its host directory and its inner cgroup parents, also
-/// when the test panics half-way.
+/// Removes the node container, its volume, its host directory and its inner cgroup
+/// parents, also when the test panics half-way.
 struct NodeGuard {
     name: String,
     dir: PathBuf,
@@ -80,11 +83,11 @@ impl Drop for NodeGuard {
         let _ = Command::new("docker")
             .args(["rm", "-f", "-v", &self.name])
             .output();
+        let _ = Command::new("docker")
+            .args(["volume", "rm", "-f", &self.name])
+            .output();
         remove_cgroups(&self.name);
         let _ = std::fs::remove_dir_all(&self.dir);
-        if let Some(parent) = self.dir.parent() {
-            let _ = std::fs::remove_dir(parent); // only when empty
-        }
     }
 }
 
@@ -108,29 +111,18 @@ fn remove_cgroups(name: &str) {
     }
 }
 
-/// The per-node data root, exactly as the engine must prepare it (README: "Per-node
-/// procedure"): `image/` as real copies, `overlay2/` as hard links, on the seed's filesystem.
-fn prepare_data_root(seed: &Path, data_root: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(data_root).map_err(|e| format!("{}: {e}", data_root.display()))?;
-    run(Command::new("cp")
-        .arg("-a")
-        .arg(seed.join("docker/image"))
-        .arg(data_root))?;
-    run(Command::new("cp")
-        .arg("-al")
-        .arg(seed.join("docker/overlay2"))
-        .arg(data_root))?;
-    Ok(())
-}
-
 /// The node container, field by field as in images/node/README.md.
-fn node_config(name: &str, data_root: &Path, run_dir: &Path) -> ContainerCreateBody {
-    let bind = |source: &Path, target: &str| Mount {
-        typ: Some(MountType::BIND),
-        source: Some(source.display().to_string()),
+/// `volume`: the node's data root (a fresh volume); `run_dir`: the host dir of the socket;
+/// `seed`: `$ENVD_SEED_DIR/<hash>`, mounted read-only at /envd-seed.
+fn node_config(name: &str, volume: &str, run_dir: &Path, seed: &Path) -> ContainerCreateBody {
+    let mount = |typ: MountType, source: &str, target: &str, read_only: bool| Mount {
+        typ: Some(typ),
+        source: Some(source.to_string()),
         target: Some(target.to_string()),
+        read_only: Some(read_only),
         ..Default::default()
     };
+    let hash = seed.file_name().unwrap().to_string_lossy().into_owned();
     ContainerCreateBody {
         image: Some(node_image()),
         hostname: Some(name.to_string()),
@@ -138,6 +130,7 @@ fn node_config(name: &str, data_root: &Path, run_dir: &Path) -> ContainerCreateB
         labels: Some(HashMap::from([
             ("envd.test".to_string(), "node".to_string()),
             ("envd.role".to_string(), "node".to_string()),
+            ("envd.seed".to_string(), hash),
         ])),
         stop_timeout: Some(15),
         host_config: Some(HostConfig {
@@ -156,9 +149,20 @@ fn node_config(name: &str, data_root: &Path, run_dir: &Path) -> ContainerCreateB
                 "rw,nosuid,nodev,exec,mode=755".to_string(),
             )])),
             mounts: Some(vec![
-                bind(Path::new("/sys/fs/cgroup"), "/sys/fs/cgroup"),
-                bind(data_root, "/var/lib/docker"),
-                bind(run_dir, "/envd"),
+                mount(MountType::BIND, "/sys/fs/cgroup", "/sys/fs/cgroup", false),
+                mount(MountType::VOLUME, volume, "/var/lib/docker", false),
+                mount(
+                    MountType::BIND,
+                    &run_dir.display().to_string(),
+                    "/envd",
+                    false,
+                ),
+                mount(
+                    MountType::BIND,
+                    &seed.display().to_string(),
+                    "/envd-seed",
+                    true,
+                ),
             ]),
             ..Default::default()
         }),
@@ -242,30 +246,30 @@ async fn node_with_seed_runs_redis_reachable_at_node_ip() -> Result<(), Box<dyn 
         seed.display()
     );
 
-    // --- the node's host dir, on the seed's filesystem (hard links) -----------------
+    // --- the node: a fresh volume, a host dir for the socket, the seed read-only ---------
     let short = uuid::Uuid::now_v7().simple().to_string();
     let name = format!("envd-test-node-{}", &short[short.len() - 8..]);
-    let dir = seed_dir()
-        .parent()
-        .unwrap_or(Path::new("/var/lib/envd"))
-        .join("test-nodes")
-        .join(&name);
+    let dir = std::env::temp_dir().join(&name);
     let guard = NodeGuard {
         name: name.clone(),
         dir: dir.clone(),
     };
-    let (data_root, run_dir) = (dir.join("docker"), dir.join("run"));
+    let run_dir = dir.join("run");
     std::fs::create_dir_all(&run_dir)?;
+    host.create_volume(VolumeCreateRequest {
+        name: Some(name.clone()),
+        labels: Some(HashMap::from([
+            ("envd.test".to_string(), "node".to_string()),
+            ("envd.role".to_string(), "volume".to_string()),
+        ])),
+        ..Default::default()
+    })
+    .await?;
 
-    let t0 = Instant::now();
-    prepare_data_root(&seed, &data_root)?;
-    let t_copy = t0.elapsed();
-
-    // --- start the node and wait for the inner engine --------------------------------
     let t1 = Instant::now();
     host.create_container(
         Some(CreateContainerOptionsBuilder::default().name(&name).build()),
-        node_config(&name, &data_root, &run_dir),
+        node_config(&name, &name, &run_dir, &seed),
     )
     .await?;
     host.start_container(&name, None).await?;
@@ -367,7 +371,8 @@ async fn node_with_seed_runs_redis_reachable_at_node_ip() -> Result<(), Box<dyn 
     );
 
     eprintln!(
-        "node: data root copy {t_copy:?}, start -> inner socket {t_up:?}, redis run -> PONG at {ip} {t_redis:?}, stop {t_stop:?}"
+        "node: start -> inner socket with {} images {t_up:?}, redis run -> PONG at {ip} {t_redis:?}, stop {t_stop:?}",
+        wanted.len()
     );
 
     host.remove_container(
@@ -380,7 +385,14 @@ async fn node_with_seed_runs_redis_reachable_at_node_ip() -> Result<(), Box<dyn 
         ),
     )
     .await?;
+    host.remove_volume(&name, None::<RemoveVolumeOptions>)
+        .await?;
     drop(guard);
     assert!(!dir.exists(), "{} left behind", dir.display());
+    // The seed is read-only to the node: nothing of it changed.
+    assert_eq!(
+        std::fs::read_to_string(seed.join("skel/.envd-seed"))?.trim(),
+        seed.file_name().unwrap().to_string_lossy()
+    );
     Ok(())
 }
