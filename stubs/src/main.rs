@@ -1,1 +1,64 @@
-fn main() {}
+//! `stubs`: envd's per-environment sidecar (see the library docs for the HTTP contract).
+//!
+//! Environment: `STUBS_LISTEN` (default `0.0.0.0:9000`), `STUBS_LOG_DIR` (default
+//! `/var/log/envd`), `STUBS_CONFIG` (default `/etc/stubs/stubs.yaml`; missing = no stubs).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use stubs::{AppState, Stubs, router};
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_owned())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let listen = env_or("STUBS_LISTEN", "0.0.0.0:9000");
+    let addr: SocketAddr = listen
+        .parse()
+        .with_context(|| format!("STUBS_LISTEN={listen:?} is not an address like 0.0.0.0:9000"))?;
+    let log_dir = PathBuf::from(env_or("STUBS_LOG_DIR", "/var/log/envd"));
+    let config = PathBuf::from(env_or("STUBS_CONFIG", "/etc/stubs/stubs.yaml"));
+
+    let stubs = Stubs::load(&config).context("STUBS_CONFIG")?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (STUBS_LISTEN)"))?;
+    println!(
+        "stubs: listening on {}; {} stub(s) from {}; logs from {}",
+        listener.local_addr().unwrap_or(addr),
+        stubs.stubs.len(),
+        config.display(),
+        log_dir.display()
+    );
+    for s in stubs.summaries() {
+        println!("stubs:   {} {} -> {}", s.method, s.path, s.status);
+    }
+    axum::serve(listener, router(AppState::new(stubs, log_dir)))
+        .with_graceful_shutdown(shutdown())
+        .await
+        .context("serving")?;
+    Ok(())
+}
+
+async fn shutdown() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            eprintln!("stubs: cannot watch SIGTERM ({e}); stopping on Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    println!("stubs: stopping");
+}
