@@ -87,7 +87,11 @@ impl Error {
         }
     }
 
-    pub(crate) fn invalid(op: &'static str, iface: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub(crate) fn invalid(
+        op: &'static str,
+        iface: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
         Error::Invalid {
             op,
             iface: iface.into(),
@@ -95,7 +99,11 @@ impl Error {
         }
     }
 
-    pub(crate) fn conflict(op: &'static str, iface: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub(crate) fn conflict(
+        op: &'static str,
+        iface: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
         Error::Conflict {
             op,
             iface: iface.into(),
@@ -110,7 +118,11 @@ mod tests {
 
     #[test]
     fn display_is_one_line_with_op_iface_and_cause() {
-        let e = Error::sys("enter netns", "/proc/1/ns/net", io::Error::from_raw_os_error(1));
+        let e = Error::sys(
+            "enter netns",
+            "/proc/1/ns/net",
+            io::Error::from_raw_os_error(1),
+        );
         let s = e.to_string();
         assert!(s.starts_with("enter netns /proc/1/ns/net: "), "{s}");
         assert!(!s.contains('\n'));

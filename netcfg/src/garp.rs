@@ -28,7 +28,8 @@ impl PacketSocket {
         let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sa.sll_family = libc::AF_PACKET as u16;
         sa.sll_protocol = 0x0806u16.to_be();
-        sa.sll_ifindex = i32::try_from(ifindex).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        sa.sll_ifindex =
+            i32::try_from(ifindex).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         sa.sll_halen = 6;
         sa.sll_addr[..6].copy_from_slice(&[0xff; 6]);
         // SAFETY: frame and sa outlive the call; the lengths passed are theirs.

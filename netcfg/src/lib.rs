@@ -125,37 +125,67 @@ impl AttachSpec {
         let op = "attach";
         let iface = &self.id;
         validate_id(op, &self.id)?;
-        validate_ifname(op, &self.bridge).map_err(|r| Error::invalid(op, iface, format!("bridge: {r}")))?;
-        validate_ifname(op, &self.ifname).map_err(|r| Error::invalid(op, iface, format!("ifname: {r}")))?;
+        validate_ifname(op, &self.bridge)
+            .map_err(|r| Error::invalid(op, iface, format!("bridge: {r}")))?;
+        validate_ifname(op, &self.ifname)
+            .map_err(|r| Error::invalid(op, iface, format!("ifname: {r}")))?;
         let a = self.address;
         let host_bits = if a.is_ipv4() { 32 } else { 128 } - u32::from(a.prefix());
         if host_bits >= 2 && a.ip() == a.network() {
-            return Err(Error::invalid(op, iface, format!("{a} is the network address of its subnet")));
+            return Err(Error::invalid(
+                op,
+                iface,
+                format!("{a} is the network address of its subnet"),
+            ));
         }
         if let IpNetwork::V4(v4) = a
             && host_bits >= 2
             && v4.ip() == v4.broadcast()
         {
-            return Err(Error::invalid(op, iface, format!("{a} is the broadcast address of its subnet")));
+            return Err(Error::invalid(
+                op,
+                iface,
+                format!("{a} is the broadcast address of its subnet"),
+            ));
         }
         if a.ip().is_unspecified() || a.ip().is_multicast() || a.ip().is_loopback() {
-            return Err(Error::invalid(op, iface, format!("{a} is not a unicast host address")));
+            return Err(Error::invalid(
+                op,
+                iface,
+                format!("{a} is not a unicast host address"),
+            ));
         }
         if let Some(gw) = self.gateway {
             if gw.is_ipv4() != a.is_ipv4() {
-                return Err(Error::invalid(op, iface, format!("gateway {gw} and address {a} differ in family")));
+                return Err(Error::invalid(
+                    op,
+                    iface,
+                    format!("gateway {gw} and address {a} differ in family"),
+                ));
             }
             if !a.contains(gw) {
-                return Err(Error::invalid(op, iface, format!("gateway {gw} is outside {a}")));
+                return Err(Error::invalid(
+                    op,
+                    iface,
+                    format!("gateway {gw} is outside {a}"),
+                ));
             }
             if gw == a.ip() {
-                return Err(Error::invalid(op, iface, format!("gateway {gw} is the address itself")));
+                return Err(Error::invalid(
+                    op,
+                    iface,
+                    format!("gateway {gw} is the address itself"),
+                ));
             }
         }
         if let Some(mac) = self.mac
             && (mac[0] & 1 == 1 || mac == [0; 6])
         {
-            return Err(Error::invalid(op, iface, format!("MAC {} is not a unicast address", fmt_mac(mac))));
+            return Err(Error::invalid(
+                op,
+                iface,
+                format!("MAC {} is not a unicast address", fmt_mac(mac)),
+            ));
         }
         Ok(())
     }
@@ -176,7 +206,12 @@ fn validate_ifname(_op: &'static str, name: &str) -> std::result::Result<(), Str
     if name.is_empty() || name.len() > IFNAMSIZ {
         return Err(format!("{name:?} must be 1 to {IFNAMSIZ} bytes"));
     }
-    if name == "." || name == ".." || name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
+    if name == "."
+        || name == ".."
+        || name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace())
+    {
         return Err(format!("{name:?} is not a valid interface name"));
     }
     Ok(())
@@ -184,12 +219,21 @@ fn validate_ifname(_op: &'static str, name: &str) -> std::result::Result<(), Str
 
 /// `aa:bb:cc:dd:ee:ff`.
 pub fn fmt_mac(m: [u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// Parse `aa:bb:cc:dd:ee:ff` (or with `-`).
 pub fn parse_mac(s: &str) -> Result<[u8; 6]> {
-    let bad = || Error::invalid("parse MAC", s, "expected six hex bytes like 02:42:0a:d5:00:05");
+    let bad = || {
+        Error::invalid(
+            "parse MAC",
+            s,
+            "expected six hex bytes like 02:42:0a:d5:00:05",
+        )
+    };
     let parts: Vec<&str> = s.split([':', '-']).collect();
     if parts.len() != 6 {
         return Err(bad());
@@ -231,7 +275,10 @@ pub struct Attachment {
 /// link of that name that is not a bridge is an error too.
 pub async fn ensure_bridge(name: &str, gateway: IpNetwork) -> Result<()> {
     let name = name.to_string();
-    netns::run("ensure bridge", move || async move { ensure_bridge_inner(&name, gateway).await }).await
+    netns::run("ensure bridge", move || async move {
+        ensure_bridge_inner(&name, gateway).await
+    })
+    .await
 }
 
 /// Put a veth into `target`'s namespace as `spec.ifname` with `spec.address`, its host end on `spec.bridge`.
@@ -250,7 +297,10 @@ pub async fn ensure_bridge(name: &str, gateway: IpNetwork) -> Result<()> {
 pub async fn attach(target: Target, spec: &AttachSpec) -> Result<()> {
     spec.validate()?;
     let spec = spec.clone();
-    netns::run("attach", move || async move { attach_inner(&target, &spec).await }).await
+    netns::run("attach", move || async move {
+        attach_inner(&target, &spec).await
+    })
+    .await
 }
 
 /// Remove the attachment `id`: delete its host-side veth (the peer goes with it). A missing one is success. A
@@ -264,12 +314,16 @@ pub async fn detach(id: &str) -> Result<()> {
 /// Delete a host interface made by this crate, by name (for entries of [`list`] without an id). Missing is success.
 pub async fn detach_host_ifname(host_ifname: &str) -> Result<()> {
     let name = host_ifname.to_string();
-    netns::run("detach", move || async move { detach_ifname_inner(&name).await }).await
+    netns::run(
+        "detach",
+        move || async move { detach_ifname_inner(&name).await },
+    )
+    .await
 }
 
 /// Every attachment on the host made by this crate (host links named [`HOST_IFNAME_PREFIX`]`*` that are veths).
 pub async fn list() -> Result<Vec<Attachment>> {
-    netns::run("list", || list_inner()).await
+    netns::run("list", list_inner).await
 }
 
 /// The same operations for synchronous callers. Each runs on its own thread (never the caller's) and blocks until
@@ -280,14 +334,18 @@ pub mod blocking {
     /// See [`crate::ensure_bridge`].
     pub fn ensure_bridge(name: &str, gateway: IpNetwork) -> Result<()> {
         let name = name.to_string();
-        netns::run_blocking("ensure bridge", move || async move { ensure_bridge_inner(&name, gateway).await })
+        netns::run_blocking("ensure bridge", move || async move {
+            ensure_bridge_inner(&name, gateway).await
+        })
     }
 
     /// See [`crate::attach`].
     pub fn attach(target: Target, spec: &AttachSpec) -> Result<()> {
         spec.validate()?;
         let spec = spec.clone();
-        netns::run_blocking("attach", move || async move { attach_inner(&target, &spec).await })
+        netns::run_blocking("attach", move || async move {
+            attach_inner(&target, &spec).await
+        })
     }
 
     /// See [`crate::detach`].
@@ -300,19 +358,24 @@ pub mod blocking {
     /// See [`crate::detach_host_ifname`].
     pub fn detach_host_ifname(host_ifname: &str) -> Result<()> {
         let name = host_ifname.to_string();
-        netns::run_blocking("detach", move || async move { detach_ifname_inner(&name).await })
+        netns::run_blocking(
+            "detach",
+            move || async move { detach_ifname_inner(&name).await },
+        )
     }
 
     /// See [`crate::list`].
     pub fn list() -> Result<Vec<Attachment>> {
-        netns::run_blocking("list", || list_inner())
+        netns::run_blocking("list", list_inner)
     }
 }
 
 async fn ensure_bridge_inner(name: &str, gateway: IpNetwork) -> Result<()> {
     let op = "ensure bridge";
     validate_ifname(op, name).map_err(|r| Error::invalid(op, name, r))?;
-    if gateway.ip() == gateway.network() && gateway.prefix() < if gateway.is_ipv4() { 31 } else { 127 } {
+    if gateway.ip() == gateway.network()
+        && gateway.prefix() < if gateway.is_ipv4() { 31 } else { 127 }
+    {
         return Err(Error::invalid(
             op,
             name,
@@ -335,7 +398,11 @@ async fn ensure_bridge_inner(name: &str, gateway: IpNetwork) -> Result<()> {
         }
     };
     if link.kind != Kind::Bridge {
-        return Err(Error::conflict(op, name, "a link of that name exists and is not a bridge"));
+        return Err(Error::conflict(
+            op,
+            name,
+            "a link of that name exists and is not a bridge",
+        ));
     }
     let addrs = host.addrs(link.index, name).await?;
     if !addrs.contains(&gateway) {
@@ -348,13 +415,24 @@ async fn ensure_bridge_inner(name: &str, gateway: IpNetwork) -> Result<()> {
             return Err(Error::conflict(
                 op,
                 name,
-                format!("bridge has address {}, expected {gateway}", others.join(", ")),
+                format!(
+                    "bridge has address {}, expected {gateway}",
+                    others.join(", ")
+                ),
             ));
         }
         host.add_addr(link.index, name, gateway).await?;
     }
     if !link.up {
-        host.set_link(link.index, name, &LinkChange { up: true, ..Default::default() }).await?;
+        host.set_link(
+            link.index,
+            name,
+            &LinkChange {
+                up: true,
+                ..Default::default()
+            },
+        )
+        .await?;
     }
     Ok(())
 }
@@ -374,16 +452,25 @@ async fn attach_inner(target: &Target, spec: &AttachSpec) -> Result<()> {
     let host = Rtnl::connect("")?;
     let (ctr, pkt) = netns::with_netns(&ns_file, &ns_label, || {
         let ctr = Rtnl::connect(&ns_label)?;
-        let pkt = garp::PacketSocket::open()
-            .map_err(|e| Error::sys("open packet socket", format!("{} in {ns_label}", spec.ifname), e))?;
+        let pkt = garp::PacketSocket::open().map_err(|e| {
+            Error::sys(
+                "open packet socket",
+                format!("{} in {ns_label}", spec.ifname),
+                e,
+            )
+        })?;
         Ok((ctr, pkt))
     })?;
 
-    let bridge = host.link(&spec.bridge).await?.ok_or_else(|| Error::NotFound {
-        op,
-        iface: spec.bridge.clone(),
-        reason: "no such bridge on the host (create it with ensure_bridge / `netcfg bridge`)".into(),
-    })?;
+    let bridge = host
+        .link(&spec.bridge)
+        .await?
+        .ok_or_else(|| Error::NotFound {
+            op,
+            iface: spec.bridge.clone(),
+            reason: "no such bridge on the host (create it with ensure_bridge / `netcfg bridge`)"
+                .into(),
+        })?;
     if bridge.kind != Kind::Bridge {
         return Err(Error::conflict(op, &spec.bridge, "is not a bridge"));
     }
@@ -407,7 +494,10 @@ async fn attach_inner(target: &Target, spec: &AttachSpec) -> Result<()> {
             return Err(Error::conflict(
                 op,
                 format!("{} in {ns_label}", spec.ifname),
-                format!("interface exists and is not the peer of {hname} (id {:?})", spec.id),
+                format!(
+                    "interface exists and is not the peer of {hname} (id {:?})",
+                    spec.id
+                ),
             ));
         }
         host.create_veth(&NewVeth {
@@ -432,7 +522,11 @@ async fn attach_inner(target: &Target, spec: &AttachSpec) -> Result<()> {
 
 fn check_owner(op: &'static str, h: &nl::Link, id: &str) -> Result<()> {
     if h.kind != Kind::Veth {
-        return Err(Error::conflict(op, &h.name, "exists and is not a veth made by netcfg"));
+        return Err(Error::conflict(
+            op,
+            &h.name,
+            "exists and is not a veth made by netcfg",
+        ));
     }
     match &h.alias {
         Some(a) if a != id => Err(Error::conflict(
@@ -476,7 +570,11 @@ async fn configure(
     }
 
     let c = ctr.link(&spec.ifname).await?.ok_or_else(|| {
-        Error::conflict(op, format!("{} in {}", spec.ifname, ctr.ns_label()), "peer vanished during attach")
+        Error::conflict(
+            op,
+            format!("{} in {}", spec.ifname, ctr.ns_label()),
+            "peer vanished during attach",
+        )
     })?;
     let mut cc = LinkChange::default();
     if bridge.mtu.is_some() && c.mtu != bridge.mtu {
@@ -497,7 +595,8 @@ async fn configure(
     let v4 = spec.address.is_ipv4();
     let addrs = ctr.addrs(c.index, &spec.ifname).await?;
     for a in &addrs {
-        if a.is_ipv4() == v4 && *a != spec.address && !(!v4 && is_link_local(a.ip())) {
+        let keep_link_local = !v4 && is_link_local(a.ip());
+        if a.is_ipv4() == v4 && *a != spec.address && !keep_link_local {
             ctr.del_addr(c.index, &spec.ifname, *a).await?;
         }
     }
@@ -518,7 +617,11 @@ async fn configure(
 
     if let (IpAddr::V4(ip), Some(mac)) = (spec.address.ip(), spec.mac.or(c.mac)) {
         pkt.send_garp(c.index, mac, ip).map_err(|e| {
-            Error::sys("send gratuitous ARP", format!("{} in {}", spec.ifname, ctr.ns_label()), e)
+            Error::sys(
+                "send gratuitous ARP",
+                format!("{} in {}", spec.ifname, ctr.ns_label()),
+                e,
+            )
         })?;
     }
     Ok(())
@@ -547,7 +650,11 @@ async fn detach_ifname_inner(name: &str) -> Result<()> {
         return Ok(());
     };
     if h.kind != Kind::Veth {
-        return Err(Error::conflict("detach", name, "is not a veth made by netcfg"));
+        return Err(Error::conflict(
+            "detach",
+            name,
+            "is not a veth made by netcfg",
+        ));
     }
     host.del_link(h.index, name).await
 }
@@ -555,7 +662,12 @@ async fn detach_ifname_inner(name: &str) -> Result<()> {
 async fn list_inner() -> Result<Vec<Attachment>> {
     let host = Rtnl::connect("")?;
     let links = host.links().await?;
-    let name_of = |idx: u32| links.iter().find(|l| l.index == idx).map(|l| l.name.clone());
+    let name_of = |idx: u32| {
+        links
+            .iter()
+            .find(|l| l.index == idx)
+            .map(|l| l.name.clone())
+    };
     let mut out: Vec<Attachment> = links
         .iter()
         .filter(|l| l.kind == Kind::Veth && l.name.starts_with(HOST_IFNAME_PREFIX))
@@ -595,24 +707,50 @@ mod tests {
 
     #[test]
     fn spec_validation() {
-        let ok = AttachSpec::new("n1", "envd0", net("10.213.0.5/16")).with_gateway("10.213.0.1".parse().unwrap());
+        let ok = AttachSpec::new("n1", "envd0", net("10.213.0.5/16"))
+            .with_gateway("10.213.0.1".parse().unwrap());
         ok.validate().unwrap();
-        let bad = |s: AttachSpec| assert!(matches!(s.validate(), Err(Error::Invalid { .. })), "{s:?}");
-        bad(AttachSpec { id: String::new(), ..ok.clone() });
-        bad(AttachSpec { id: "a\nb".into(), ..ok.clone() });
+        let bad =
+            |s: AttachSpec| assert!(matches!(s.validate(), Err(Error::Invalid { .. })), "{s:?}");
+        bad(AttachSpec {
+            id: String::new(),
+            ..ok.clone()
+        });
+        bad(AttachSpec {
+            id: "a\nb".into(),
+            ..ok.clone()
+        });
         bad(ok.clone().with_ifname("a-name-that-is-too-long"));
         bad(ok.clone().with_ifname("eth/1"));
-        bad(AttachSpec { bridge: "".into(), ..ok.clone() });
-        bad(AttachSpec { address: net("10.213.0.0/16"), ..ok.clone() });
-        bad(AttachSpec { address: net("10.213.255.255/16"), ..ok.clone() });
-        bad(AttachSpec { address: net("127.0.0.2/8"), gateway: None, ..ok.clone() });
+        bad(AttachSpec {
+            bridge: "".into(),
+            ..ok.clone()
+        });
+        bad(AttachSpec {
+            address: net("10.213.0.0/16"),
+            ..ok.clone()
+        });
+        bad(AttachSpec {
+            address: net("10.213.255.255/16"),
+            ..ok.clone()
+        });
+        bad(AttachSpec {
+            address: net("127.0.0.2/8"),
+            gateway: None,
+            ..ok.clone()
+        });
         bad(ok.clone().with_gateway("10.214.0.1".parse().unwrap()));
         bad(ok.clone().with_gateway("fd00::1".parse().unwrap()));
         bad(ok.clone().with_gateway("10.213.0.5".parse().unwrap()));
         bad(ok.clone().with_mac([1, 0, 0, 0, 0, 1]));
         bad(ok.clone().with_mac([0; 6]));
-        ok.clone().with_mac([2, 0x42, 10, 213, 0, 5]).validate().unwrap();
-        AttachSpec::new("n1", "envd0", net("10.0.0.1/31")).validate().unwrap();
+        ok.clone()
+            .with_mac([2, 0x42, 10, 213, 0, 5])
+            .validate()
+            .unwrap();
+        AttachSpec::new("n1", "envd0", net("10.0.0.1/31"))
+            .validate()
+            .unwrap();
     }
 
     #[test]

@@ -10,7 +10,11 @@ use ipnetwork::IpNetwork;
 use netcfg::{AttachSpec, Target, blocking};
 
 #[derive(Parser)]
-#[command(name = "netcfg", version, about = "Fixed IPs for network namespaces on a host bridge, over netlink")]
+#[command(
+    name = "netcfg",
+    version,
+    about = "Fixed IPs for network namespaces on a host bridge, over netlink"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -58,10 +62,9 @@ enum Cmd {
 }
 
 #[derive(Args)]
-#[group(id = "target", required = true, multiple = false, args = ["pid", "netns"])]
 struct AttachArgs {
     /// PID of a process in the target namespace (e.g. from `docker inspect -f '{{.State.Pid}}'`).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "netns", required_unless_present = "netns")]
     pid: Option<u32>,
     /// Path of the target namespace (/run/netns/NAME, /proc/PID/ns/net).
     #[arg(long)]
@@ -108,7 +111,7 @@ fn run(cmd: Cmd) -> netcfg::Result<()> {
             let target = match (a.pid, a.netns) {
                 (Some(pid), _) => Target::Pid(pid),
                 (None, Some(p)) => Target::NetnsPath(p),
-                // clap's group makes one of them required.
+                // clap requires one of them.
                 (None, None) => Target::Pid(0),
             };
             let spec = AttachSpec {
@@ -134,8 +137,16 @@ fn run(cmd: Cmd) -> netcfg::Result<()> {
                     (true, Some(ns), Some(ix)) => format!("netnsid {ns} ifindex {ix}"),
                     _ => "-".to_string(),
                 };
-                let id = if a.id.is_empty() { "(no id)".to_string() } else { a.id };
-                println!("{id:<36} {:<15} {:<15} {peer}", a.host_ifname, a.bridge.as_deref().unwrap_or("-"));
+                let id = if a.id.is_empty() {
+                    "(no id)".to_string()
+                } else {
+                    a.id
+                };
+                println!(
+                    "{id:<36} {:<15} {:<15} {peer}",
+                    a.host_ifname,
+                    a.bridge.as_deref().unwrap_or("-")
+                );
             }
             Ok(())
         }

@@ -50,8 +50,10 @@ impl std::fmt::Display for Target {
 /// Only for use on netcfg's own thread ([`run`]): it is how sockets get opened inside the target namespace.
 pub(crate) fn with_netns<T>(ns: &File, label: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     let own = Path::new("/proc/thread-self/ns/net");
-    let orig = File::open(own).map_err(|e| Error::sys("open own netns", own.display().to_string(), e))?;
-    setns(ns, CloneFlags::CLONE_NEWNET).map_err(|e| Error::sys("enter netns", label, io::Error::from(e)))?;
+    let orig =
+        File::open(own).map_err(|e| Error::sys("open own netns", own.display().to_string(), e))?;
+    setns(ns, CloneFlags::CLONE_NEWNET)
+        .map_err(|e| Error::sys("enter netns", label, io::Error::from(e)))?;
     let out = f();
     // If we cannot go back, report it: the thread is ours and exits soon, but no host socket may be opened on it.
     setns(&orig, CloneFlags::CLONE_NEWNET)
@@ -79,7 +81,13 @@ where
 }
 
 fn joined<T>(op: &'static str, r: std::thread::Result<Result<T>>) -> Result<T> {
-    r.unwrap_or_else(|_| Err(Error::sys(op, "netlink thread", io::Error::other("panicked"))))
+    r.unwrap_or_else(|_| {
+        Err(Error::sys(
+            op,
+            "netlink thread",
+            io::Error::other("panicked"),
+        ))
+    })
 }
 
 /// Run `f` on a dedicated OS thread with its own current-thread tokio runtime and wait for it without blocking the
@@ -99,7 +107,11 @@ where
     })?;
     match rx.await {
         Ok(r) => r,
-        Err(_) => Err(Error::sys(op, "netlink thread", io::Error::other("panicked"))),
+        Err(_) => Err(Error::sys(
+            op,
+            "netlink thread",
+            io::Error::other("panicked"),
+        )),
     }
 }
 

@@ -11,8 +11,12 @@ use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
-use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteType};
-use rtnetlink::{AddressMessageBuilder, Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteType,
+};
+use rtnetlink::{
+    AddressMessageBuilder, Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder,
+};
 
 use crate::{Error, Result};
 
@@ -136,8 +140,8 @@ impl Rtnl {
         } else {
             format!(" in {ns_label}")
         };
-        let (conn, handle, _) =
-            rtnetlink::new_connection().map_err(|e| Error::sys("open netlink socket", ns.trim_start(), e))?;
+        let (conn, handle, _) = rtnetlink::new_connection()
+            .map_err(|e| Error::sys("open netlink socket", ns.trim_start(), e))?;
         tokio::spawn(conn);
         Ok(Rtnl { handle, ns })
     }
@@ -156,7 +160,14 @@ impl Rtnl {
 
     /// The link named `name`, or `None`.
     pub async fn link(&self, name: &str) -> Result<Option<Link>> {
-        let r = self.handle.link().get().match_name(name).execute().try_next().await;
+        let r = self
+            .handle
+            .link()
+            .get()
+            .match_name(name)
+            .execute()
+            .try_next()
+            .await;
         match r {
             Ok(m) => Ok(m.map(Link::from_msg)),
             Err(e) if errno(&e) == Some(ENODEV) => Ok(None),
@@ -186,9 +197,11 @@ impl Rtnl {
             .map_err(|e| self.err("create bridge", name, e))
     }
 
-    /// Create a veth pair, both ends up, the host end enslaved, the peer created directly in `peer_netns`.
+    /// Create a veth pair, the host end enslaved and up, the peer created directly in `peer_netns` (and left
+    /// down: asking for the peer up in the same request fails with ENOTCONN on some kernels, e.g. 6.18, just as
+    /// `ip link add A type veth peer name B netns N up` does; the caller brings it up from inside the namespace).
     pub async fn create_veth(&self, v: &NewVeth<'_>) -> Result<()> {
-        let mut peer = LinkUnspec::new_with_name(v.peer_name).up();
+        let mut peer = LinkUnspec::new_with_name(v.peer_name);
         if let Some(mtu) = v.mtu {
             peer = peer.mtu(mtu);
         }
@@ -322,7 +335,11 @@ impl Rtnl {
             .try_collect()
             .await
             .map_err(|e| self.err("dump routes", "default", e))?;
-        let family = if v4 { AddressFamily::Inet } else { AddressFamily::Inet6 };
+        let family = if v4 {
+            AddressFamily::Inet
+        } else {
+            AddressFamily::Inet6
+        };
         Ok(msgs
             .into_iter()
             .filter(|m| {
@@ -340,11 +357,18 @@ impl Rtnl {
                     && table == u32::from(RouteHeader::RT_TABLE_MAIN)
             })
             .map(|m| {
-                let mut r = DefaultRoute { gateway: None, oif: None };
+                let mut r = DefaultRoute {
+                    gateway: None,
+                    oif: None,
+                };
                 for a in m.attributes {
                     match a {
-                        RouteAttribute::Gateway(RouteAddress::Inet(ip)) => r.gateway = Some(IpAddr::V4(ip)),
-                        RouteAttribute::Gateway(RouteAddress::Inet6(ip)) => r.gateway = Some(IpAddr::V6(ip)),
+                        RouteAttribute::Gateway(RouteAddress::Inet(ip)) => {
+                            r.gateway = Some(IpAddr::V4(ip))
+                        }
+                        RouteAttribute::Gateway(RouteAddress::Inet6(ip)) => {
+                            r.gateway = Some(IpAddr::V6(ip))
+                        }
                         RouteAttribute::Oif(i) => r.oif = Some(i),
                         _ => {}
                     }
@@ -355,7 +379,12 @@ impl Rtnl {
     }
 
     /// Replace the main table's default route with one via `gateway` out of link `index`.
-    pub async fn replace_default_route(&self, index: u32, name: &str, gateway: IpAddr) -> Result<()> {
+    pub async fn replace_default_route(
+        &self,
+        index: u32,
+        name: &str,
+        gateway: IpAddr,
+    ) -> Result<()> {
         let msg = match gateway {
             IpAddr::V4(gw) => RouteMessageBuilder::<Ipv4Addr>::new()
                 .gateway(gw)
@@ -372,7 +401,13 @@ impl Rtnl {
             .replace()
             .execute()
             .await
-            .map_err(|e| self.err("replace default route via", &format!("{gateway} dev {name}"), e))
+            .map_err(|e| {
+                self.err(
+                    "replace default route via",
+                    &format!("{gateway} dev {name}"),
+                    e,
+                )
+            })
     }
 }
 

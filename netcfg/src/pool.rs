@@ -56,10 +56,11 @@ impl IpPool {
     /// A pool over `cidr` (host bits are ignored: `10.213.0.7/16` means `10.213.0.0/16`) with the given gateway,
     /// which must lie inside the CIDR, and inclusive `reserved` ranges `(first, last)`, which must lie inside it too.
     pub fn new(cidr: IpNetwork, gateway: IpAddr, reserved: Vec<(IpAddr, IpAddr)>) -> Result<Self> {
-        let cidr = IpNetwork::new(cidr.network(), cidr.prefix()).map_err(|e| Error::PoolInvalid {
-            cidr: cidr.to_string(),
-            reason: e.to_string(),
-        })?;
+        let cidr =
+            IpNetwork::new(cidr.network(), cidr.prefix()).map_err(|e| Error::PoolInvalid {
+                cidr: cidr.to_string(),
+                reason: e.to_string(),
+            })?;
         let invalid = |reason: String| Error::PoolInvalid {
             cidr: cidr.to_string(),
             reason,
@@ -89,14 +90,20 @@ impl IpPool {
         excluded.push((g, g));
         for (a, b) in reserved {
             if a.is_ipv4() != v4 || b.is_ipv4() != v4 {
-                return Err(invalid(format!("reserved range {a}-{b} is not of the CIDR's address family")));
+                return Err(invalid(format!(
+                    "reserved range {a}-{b} is not of the CIDR's address family"
+                )));
             }
             let (ia, ib) = (to_u128(a), to_u128(b));
             if ia > ib {
-                return Err(invalid(format!("reserved range {a}-{b} ends before it starts")));
+                return Err(invalid(format!(
+                    "reserved range {a}-{b} ends before it starts"
+                )));
             }
             if !cidr.contains(a) || !cidr.contains(b) {
-                return Err(invalid(format!("reserved range {a}-{b} is outside the CIDR")));
+                return Err(invalid(format!(
+                    "reserved range {a}-{b} is outside the CIDR"
+                )));
             }
             excluded.push((ia, ib));
         }
@@ -204,13 +211,24 @@ mod tests {
 
     #[test]
     fn default_pool_first_addresses() {
-        let p = IpPool::new(net(crate::DEFAULT_CIDR), crate::DEFAULT_GATEWAY.into(), vec![]).unwrap();
+        let p = IpPool::new(
+            net(crate::DEFAULT_CIDR),
+            crate::DEFAULT_GATEWAY.into(),
+            vec![],
+        )
+        .unwrap();
         assert_eq!(p.capacity(), 65536 - 3);
         assert_eq!(p.allocate(&set(&[])).unwrap(), ip("10.213.0.2"));
         assert_eq!(p.allocate(&set(&["10.213.0.2"])).unwrap(), ip("10.213.0.3"));
         // Lowest free, not next after the highest.
-        assert_eq!(p.allocate(&set(&["10.213.0.3", "10.213.0.4"])).unwrap(), ip("10.213.0.2"));
-        assert_eq!(p.network_of(ip("10.213.0.2")).unwrap().to_string(), "10.213.0.2/16");
+        assert_eq!(
+            p.allocate(&set(&["10.213.0.3", "10.213.0.4"])).unwrap(),
+            ip("10.213.0.2")
+        );
+        assert_eq!(
+            p.network_of(ip("10.213.0.2")).unwrap().to_string(),
+            "10.213.0.2/16"
+        );
     }
 
     #[test]
@@ -236,7 +254,10 @@ mod tests {
             used.insert(a);
             got.push(a.to_string());
         }
-        assert_eq!(got, ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"]);
+        assert_eq!(
+            got,
+            ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"]
+        );
         assert_eq!(p.capacity(), 5);
     }
 
@@ -262,7 +283,10 @@ mod tests {
     #[test]
     fn in_use_outside_pool_ignored() {
         let p = IpPool::new(net("10.2.0.0/24"), ip("10.2.0.1"), vec![]).unwrap();
-        assert_eq!(p.allocate(&set(&["10.3.0.2", "fd00::2"])).unwrap(), ip("10.2.0.2"));
+        assert_eq!(
+            p.allocate(&set(&["10.3.0.2", "fd00::2"])).unwrap(),
+            ip("10.2.0.2")
+        );
     }
 
     #[test]
@@ -274,13 +298,28 @@ mod tests {
     #[test]
     fn invalid_inputs() {
         let bad = |c: &str, g: &str, r: Vec<(IpAddr, IpAddr)>| {
-            matches!(IpPool::new(net(c), ip(g), r), Err(Error::PoolInvalid { .. }))
+            matches!(
+                IpPool::new(net(c), ip(g), r),
+                Err(Error::PoolInvalid { .. })
+            )
         };
         assert!(bad("10.0.0.0/24", "10.0.1.1", vec![]));
         assert!(bad("10.0.0.0/24", "fd00::1", vec![]));
-        assert!(bad("10.0.0.0/24", "10.0.0.1", vec![(ip("10.0.0.9"), ip("10.0.0.3"))]));
-        assert!(bad("10.0.0.0/24", "10.0.0.1", vec![(ip("10.0.0.9"), ip("10.0.1.3"))]));
-        assert!(bad("10.0.0.0/24", "10.0.0.1", vec![(ip("fd00::1"), ip("fd00::2"))]));
+        assert!(bad(
+            "10.0.0.0/24",
+            "10.0.0.1",
+            vec![(ip("10.0.0.9"), ip("10.0.0.3"))]
+        ));
+        assert!(bad(
+            "10.0.0.0/24",
+            "10.0.0.1",
+            vec![(ip("10.0.0.9"), ip("10.0.1.3"))]
+        ));
+        assert!(bad(
+            "10.0.0.0/24",
+            "10.0.0.1",
+            vec![(ip("fd00::1"), ip("fd00::2"))]
+        ));
     }
 
     #[test]
