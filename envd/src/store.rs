@@ -346,6 +346,27 @@ impl Store {
         Ok(())
     }
 
+    /// Lets a CI key go from an env being replaced (`recreate`).
+    pub async fn release_key(&self, id: &str) -> Result<()> {
+        sqlx::query("UPDATE envs SET env_key = NULL, updated_at = $2 WHERE id = $1")
+            .bind(id)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Live envs whose TTL has passed: the reaper's work.
+    pub async fn expired_ids(&self, now: i64) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT id FROM envs WHERE state NOT IN ('gone', 'failed') AND desired <> 'gone' AND expires_at <= $1")
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<String, _>(0)?))
+            .collect()
+    }
+
     pub async fn set_expires_at(&self, id: &str, expires_at: i64) -> Result<()> {
         sqlx::query("UPDATE envs SET expires_at = $2, updated_at = $3 WHERE id = $1")
             .bind(id)

@@ -7,7 +7,7 @@ mod node;
 mod pods;
 mod ready;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -41,6 +41,8 @@ pub struct EngineConfig {
     pub cidr: IpNetwork,
     pub gateway: IpAddr,
     pub node_mode: NodeMode,
+    /// Addresses of the pool never leased (e.g. ones other hosts use).
+    pub reserved: Vec<(IpAddr, IpAddr)>,
 }
 
 impl EngineConfig {
@@ -59,11 +61,16 @@ impl EngineConfig {
             gateway: first_host(cidr),
             cidr,
             node_mode: NodeMode::Auto,
+            reserved: vec![],
         }
     }
 
     pub fn pool(&self) -> Result<netcfg::IpPool> {
-        Ok(netcfg::IpPool::new(self.cidr, self.gateway, vec![])?)
+        Ok(netcfg::IpPool::new(
+            self.cidr,
+            self.gateway,
+            self.reserved.clone(),
+        )?)
     }
 
     pub fn archive_path(&self, env_id: &str) -> PathBuf {
@@ -71,7 +78,7 @@ impl EngineConfig {
     }
 }
 
-fn first_host(cidr: IpNetwork) -> IpAddr {
+pub fn first_host(cidr: IpNetwork) -> IpAddr {
     match cidr {
         IpNetwork::V4(n) => IpAddr::V4((u32::from(n.network()) + 1).into()),
         IpNetwork::V6(n) => IpAddr::V6((u128::from(n.network()) + 1).into()),
@@ -85,6 +92,8 @@ pub struct Engine {
     pool: netcfg::IpPool,
     /// One lock per env: never two reconciles of one env at once.
     locks: Mutex<HashMap<String, Arc<AsyncMutex<()>>>>,
+    /// Envs with a reconcile queued behind the running one: more kicks add nothing.
+    queued: Mutex<HashSet<String>>,
 }
 
 /// What reconcile wants next.
@@ -108,6 +117,7 @@ impl Engine {
             host,
             pool,
             locks: Mutex::new(HashMap::new()),
+            queued: Mutex::new(HashSet::new()),
         }))
     }
 
@@ -117,11 +127,25 @@ impl Engine {
 
     /// Starts (or joins) the reconcile of one env in the background.
     pub fn kick(self: &Arc<Self>, env_id: &str) {
-        let this = Arc::clone(self);
         let id = env_id.to_string();
+        if !self
+            .queued
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone())
+        {
+            return;
+        }
+        let this = Arc::clone(self);
         tokio::spawn(async move {
+            let lock = this.lock_for(&id);
+            let held = lock.lock().await;
+            this.queued
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
             loop {
-                match this.reconcile(&id).await {
+                match this.reconcile_locked(&id).await {
                     Ok(Action::Done) => break,
                     Ok(Action::Requeue(d)) => tokio::time::sleep(d).await,
                     Err(e) => {
@@ -130,6 +154,7 @@ impl Engine {
                     }
                 }
             }
+            drop(held);
         });
     }
 
@@ -150,6 +175,10 @@ impl Engine {
     pub async fn reconcile(&self, id: &str) -> Result<Action> {
         let lock = self.lock_for(id);
         let _held = lock.lock().await;
+        self.reconcile_locked(id).await
+    }
+
+    async fn reconcile_locked(&self, id: &str) -> Result<Action> {
         let env = self.store.get(id).await?;
         match env.state {
             State::Gone | State::Failed => Ok(Action::Done),

@@ -21,7 +21,6 @@ pub const LABEL_ENV: &str = "envd.env";
 pub const LABEL_ROLE: &str = "envd.role";
 /// The inner data root's directory where every pod writes its log files (one dir per pod).
 pub const LOG_DIR: &str = "envd-logs";
-const SEEDED_MARK: &str = ".envd-seeded";
 
 /// How a node gets the powers dind needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,7 +115,18 @@ impl Engine {
                 .ctx(|| format!("creating volume {vol}"))?,
         };
         let data_root = PathBuf::from(&volume.mountpoint);
-        seed_data_root(&self.cfg.seed_dir.join("current"), &data_root).await?;
+        // The seed this node starts from, pinned by its hash dir: a later rebuild of the
+        // images moves `current` but not this node's seed.
+        let current = self.cfg.seed_dir.join("current");
+        let seed = std::fs::canonicalize(&current).map_err(|e| {
+            Error::step(
+                "node",
+                format!(
+                    "no image seed at {} ({e}); run scripts/build-images",
+                    current.display()
+                ),
+            )
+        })?;
 
         let existing = host
             .inspect_container(&name, None::<InspectContainerOptions>)
@@ -130,6 +140,7 @@ impl Engine {
                 host_config: Some(node_host_config(
                     self.cfg.node_mode.resolve(),
                     &sock_dir,
+                    &seed,
                     &vol,
                 )),
                 ..Default::default()
@@ -203,10 +214,13 @@ impl Engine {
     }
 }
 
-fn node_host_config(mode: NodeMode, sock_dir: &Path, volume: &str) -> HostConfig {
+fn node_host_config(mode: NodeMode, sock_dir: &Path, seed: &Path, volume: &str) -> HostConfig {
     let mut hc = HostConfig {
         binds: Some(vec![
             format!("{}:/envd", sock_dir.display()),
+            // Read-only image layers shared by every node; the entrypoint links its data
+            // root's layers here (images/node/README.md).
+            format!("{}:/envd-seed:ro", seed.display()),
             "/sys/fs/cgroup:/sys/fs/cgroup:rw".to_string(),
         ]),
         mounts: Some(vec![Mount {
@@ -226,35 +240,13 @@ fn node_host_config(mode: NodeMode, sock_dir: &Path, volume: &str) -> HostConfig
         hc.security_opt = Some(vec![
             "seccomp=unconfined".into(),
             "apparmor=unconfined".into(),
-            "systempaths=unconfined".into(),
         ]);
+        // What the CLI's `systempaths=unconfined` means at the API: nothing masked or read-only.
+        hc.masked_paths = Some(vec![]);
+        hc.readonly_paths = Some(vec![]);
         hc.device_cgroup_rules = Some(vec!["a *:* rwm".into()]);
     }
     hc
-}
-
-/// Gives a fresh data root the seed's images: hard links for image layers, which nobody
-/// writes in place, real copies for the databases dockerd rewrites in place.
-async fn seed_data_root(seed: &Path, data_root: &Path) -> Result<()> {
-    if data_root.join(SEEDED_MARK).exists() {
-        return Ok(());
-    }
-    let seed = std::fs::canonicalize(seed).map_err(|e| {
-        Error::step(
-            "node",
-            format!(
-                "no image seed at {} ({e}); run scripts/build-images",
-                seed.display()
-            ),
-        )
-    })?;
-    let dst = data_root.to_path_buf();
-    tokio::task::spawn_blocking(move || crate::seed::link_tree(&seed, &dst))
-        .await
-        .map_err(|e| Error::step("node", format!("seeding the data root: {e}")))??;
-    std::fs::write(data_root.join(SEEDED_MARK), b"")
-        .io_ctx(|| format!("marking {} seeded", data_root.display()))?;
-    Ok(())
 }
 
 /// Waits for the inner dockerd's socket to answer, then connects to it.

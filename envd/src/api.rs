@@ -1,0 +1,495 @@
+//! The REST API under `/v1`. Handlers stay thin: extract, call `service`, map the result.
+//! Every error is an RFC 7807 `application/problem+json`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use utoipa::OpenApi;
+
+use crate::catalog::Catalog;
+use crate::engine::Engine;
+use crate::error::Error;
+use crate::service::{self, CreateRequest, Endpoint, Limits};
+use crate::store::{Created, Env, EnvFilter, State as EnvState};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub catalog: Catalog,
+    pub limits: Limits,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/openapi.json", get(openapi))
+        .route("/v1/templates", get(templates))
+        .route("/v1/envs", post(create).get(list).delete(delete_by_key))
+        .route("/v1/envs/{id}", get(get_env).delete(delete))
+        .route("/v1/envs/{id}/extend", post(extend))
+        .route("/v1/envs/{id}/logs", get(logs))
+        .route("/v1/envs/{id}/events", get(events))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "envd", description = "Ephemeral test environments"),
+    paths(
+        healthz,
+        templates,
+        create,
+        list,
+        get_env,
+        delete,
+        delete_by_key,
+        extend,
+        logs,
+        events
+    ),
+    components(schemas(CreateRequest, EnvView, Endpoint, Problem, ExtendRequest))
+)]
+pub struct ApiDoc;
+
+/// An RFC 7807 problem.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+pub struct ApiError(StatusCode, String, String, Option<String>);
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Invalid { ref field, .. } => {
+                let title = if field == "template" {
+                    "Unknown template"
+                } else {
+                    "Invalid input"
+                };
+                ApiError(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    title.into(),
+                    e.to_string(),
+                    Some(field.clone()),
+                )
+            }
+            Error::NotFound(_) => ApiError(
+                StatusCode::NOT_FOUND,
+                "Not found".into(),
+                format!("{e}; list environments with GET /v1/envs"),
+                None,
+            ),
+            Error::Conflict(_) => {
+                ApiError(StatusCode::CONFLICT, "Conflict".into(), e.to_string(), None)
+            }
+            Error::PoolExhausted(_) => ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "No capacity".into(),
+                e.to_string(),
+                None,
+            ),
+            Error::Docker { .. } => ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Engine unavailable".into(),
+                e.to_string(),
+                None,
+            ),
+            other => {
+                tracing::error!(error = %other, "internal error");
+                ApiError(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Internal error".into(),
+                    "envd could not complete the request; its log has the cause".into(),
+                    None,
+                )
+            }
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        let status = match r {
+            JsonRejection::JsonDataError(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        let detail = r.body_text();
+        // serde names the field in its message, e.g. "unknown field `tmpl`" or "missing field `template`".
+        let field = detail.split('`').nth(1).map(String::from);
+        ApiError(
+            status,
+            "Malformed request body".into(),
+            format!("{detail}; send a JSON object as documented at /openapi.json"),
+            field,
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let ApiError(status, title, detail, field) = self;
+        let p = Problem {
+            kind: "about:blank".into(),
+            title,
+            status: status.as_u16(),
+            detail,
+            field,
+        };
+        (
+            status,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            serde_json::to_string(&p).unwrap_or_default(),
+        )
+            .into_response()
+    }
+}
+
+/// `Json` whose rejections are problems too.
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct ApiJson<T>(pub T);
+
+type ApiResult<T> = Result<T, ApiError>;
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EnvView {
+    pub id: String,
+    pub name: String,
+    pub key: Option<String>,
+    pub owner: String,
+    pub template: String,
+    pub state: String,
+    pub step: String,
+    pub error: Option<String>,
+    pub node_ip: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub created_at: String,
+    pub ready_at: Option<String>,
+    pub expires_at: String,
+    pub endpoints: BTreeMap<String, Endpoint>,
+}
+
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+impl From<&Env> for EnvView {
+    fn from(e: &Env) -> Self {
+        let endpoints = if e.state.is_final() {
+            BTreeMap::new()
+        } else {
+            service::endpoints(e)
+        };
+        EnvView {
+            id: e.id.clone(),
+            name: e.name.clone(),
+            key: e.key.clone(),
+            owner: e.owner.clone(),
+            template: e.template.clone(),
+            state: e.state.as_str().into(),
+            step: e.step.clone(),
+            error: e.error.clone(),
+            node_ip: e.node_ip.clone(),
+            labels: e.labels.clone(),
+            created_at: rfc3339(e.created_at),
+            ready_at: e.ready_at.map(rfc3339),
+            expires_at: rfc3339(e.expires_at),
+            endpoints,
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "envd is up")))]
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+async fn not_found() -> ApiError {
+    ApiError(
+        StatusCode::NOT_FOUND,
+        "Not found".into(),
+        "no such route; see /openapi.json".into(),
+        None,
+    )
+}
+
+#[derive(Serialize)]
+struct TemplateView {
+    name: String,
+    versions: Vec<String>,
+    description: String,
+    variables: Vec<crate::spec::Variable>,
+}
+
+#[utoipa::path(get, path = "/v1/templates", responses((status = 200, description = "the catalog")))]
+async fn templates(State(s): State<AppState>) -> ApiResult<Json<Vec<TemplateView>>> {
+    let mut out = vec![];
+    for (name, versions) in s.catalog.all()? {
+        let latest = s.catalog.get(&name)?;
+        let facts = crate::spec::Facts {
+            env_id: String::new(),
+            env_name: String::new(),
+            node_ip: "0.0.0.0".into(),
+        };
+        let (description, variables) =
+            match crate::spec::Plan::render(&latest.origin, &latest.text, &BTreeMap::new(), &facts)
+            {
+                Ok(p) => (p.description, p.variables),
+                Err(e) => (format!("(invalid: {e})"), vec![]),
+            };
+        out.push(TemplateView {
+            name,
+            versions: versions.keys().cloned().collect(),
+            description,
+            variables,
+        });
+    }
+    Ok(Json(out))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+struct CreateParams {
+    /// Answer only once the env is ready (or failed).
+    #[serde(default)]
+    wait: bool,
+    /// How long to wait, e.g. `5m` (default 10m).
+    timeout: Option<String>,
+}
+
+#[utoipa::path(post, path = "/v1/envs", request_body = CreateRequest, params(CreateParams),
+    responses((status = 201, body = EnvView), (status = 200, body = EnvView, description = "a live env already holds the key"),
+    (status = 400, body = Problem), (status = 422, body = Problem), (status = 409, body = Problem)))]
+async fn create(
+    State(s): State<AppState>,
+    Query(q): Query<CreateParams>,
+    ApiJson(req): ApiJson<CreateRequest>,
+) -> ApiResult<Response> {
+    let timeout = match &q.timeout {
+        Some(t) => humantime::parse_duration(t).map_err(|e| {
+            Error::invalid(
+                "request",
+                "timeout",
+                format!("`{t}` is not a duration ({e}); write e.g. 5m"),
+            )
+        })?,
+        None => Duration::from_secs(600),
+    };
+    let (status, env) = match service::create(&s.engine.store, &s.catalog, &s.limits, req).await? {
+        Created::New(env) => (StatusCode::CREATED, env),
+        Created::Existing(env) => (StatusCode::OK, env),
+    };
+    s.engine.kick(&env.id);
+    let env = if q.wait {
+        wait_settled(&s, &env.id, timeout).await?
+    } else {
+        env
+    };
+    Ok((status, Json(EnvView::from(&env))).into_response())
+}
+
+async fn wait_settled(s: &AppState, id: &str, timeout: Duration) -> ApiResult<Env> {
+    let t = std::time::Instant::now();
+    loop {
+        let env = s.engine.store.get(id).await?;
+        if matches!(
+            env.state,
+            EnvState::Ready | EnvState::Failed | EnvState::Gone
+        ) || t.elapsed() > timeout
+        {
+            return Ok(env);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+struct ListParams {
+    state: Option<String>,
+    owner: Option<String>,
+    key: Option<String>,
+    /// `name=value`
+    label: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/envs", params(ListParams), responses((status = 200, body = [EnvView])))]
+async fn list(
+    State(s): State<AppState>,
+    Query(q): Query<ListParams>,
+) -> ApiResult<Json<Vec<EnvView>>> {
+    let label = match &q.label {
+        Some(l) => Some(
+            l.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| {
+                    Error::invalid("query", "label", "write the label filter as name=value")
+                })?,
+        ),
+        None => None,
+    };
+    let f = EnvFilter {
+        state: q.state.as_deref().map(str::parse).transpose()?,
+        owner: q.owner,
+        key: q.key,
+        label,
+    };
+    Ok(Json(
+        s.engine
+            .store
+            .list(&f)
+            .await?
+            .iter()
+            .map(EnvView::from)
+            .collect(),
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/envs/{id}", params(("id" = String, Path, description = "id or name")), responses((status = 200, body = EnvView), (status = 404, body = Problem)))]
+async fn get_env(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<EnvView>> {
+    Ok(Json(EnvView::from(&s.engine.store.get(&id).await?)))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+struct DeleteParams {
+    #[serde(default)]
+    wait: bool,
+}
+
+#[utoipa::path(delete, path = "/v1/envs/{id}", params(("id" = String, Path, description = "id or name"), DeleteParams), responses((status = 202, body = EnvView), (status = 404, body = Problem)))]
+async fn delete(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<DeleteParams>,
+) -> ApiResult<Response> {
+    let env = s.engine.store.get(&id).await?;
+    teardown(&s, env, q.wait).await
+}
+
+async fn teardown(s: &AppState, env: Env, wait: bool) -> ApiResult<Response> {
+    s.engine.store.request_teardown(&env.id).await?;
+    s.engine.kick(&env.id);
+    let env = if wait {
+        wait_settled(s, &env.id, Duration::from_secs(300)).await?
+    } else {
+        s.engine.store.get(&env.id).await?
+    };
+    let status = if env.state.is_final() {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, Json(EnvView::from(&env))).into_response())
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+struct KeyParams {
+    key: Option<String>,
+    #[serde(default)]
+    wait: bool,
+}
+
+#[utoipa::path(delete, path = "/v1/envs", params(KeyParams), responses((status = 202, body = EnvView), (status = 404, body = Problem), (status = 400, body = Problem)))]
+async fn delete_by_key(
+    State(s): State<AppState>,
+    Query(q): Query<KeyParams>,
+) -> ApiResult<Response> {
+    let key = q.key.ok_or_else(|| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            "Missing key".into(),
+            "DELETE /v1/envs needs ?key=KEY (or use DELETE /v1/envs/{id})".into(),
+            Some("key".into()),
+        )
+    })?;
+    let env = s
+        .engine
+        .store
+        .list(&EnvFilter {
+            key: Some(key.clone()),
+            ..Default::default()
+        })
+        .await?
+        .into_iter()
+        .find(|e| !e.state.is_final())
+        .ok_or_else(|| Error::NotFound(format!("live environment with key `{key}`")))?;
+    teardown(&s, env, q.wait).await
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExtendRequest {
+    /// New time to live from now, e.g. `1h`.
+    pub ttl: String,
+}
+
+#[utoipa::path(post, path = "/v1/envs/{id}/extend", request_body = ExtendRequest, params(("id" = String, Path)), responses((status = 200, body = EnvView), (status = 409, body = Problem), (status = 422, body = Problem)))]
+async fn extend(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<ExtendRequest>,
+) -> ApiResult<Json<EnvView>> {
+    Ok(Json(EnvView::from(
+        &service::extend(&s.engine.store, &s.limits, &id, &req.ttl).await?,
+    )))
+}
+
+#[utoipa::path(get, path = "/v1/envs/{id}/logs", params(("id" = String, Path)), responses((status = 200, content_type = "application/gzip", description = "the log archive"), (status = 404, body = Problem), (status = 409, body = Problem)))]
+async fn logs(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    let env = s.engine.store.get(&id).await?;
+    let path = s.engine.cfg.archive_path(&env.id);
+    match tokio::fs::read(&path).await {
+        Ok(bytes) => Ok((
+            [
+                (header::CONTENT_TYPE, "application/gzip".to_string()),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!("attachment; filename=\"{}.tar.gz\"", env.name),
+                ),
+            ],
+            bytes,
+        )
+            .into_response()),
+        Err(_) => Err(ApiError(
+            StatusCode::CONFLICT,
+            "No archive yet".into(),
+            format!(
+                "environment `{}` is {}: its logs are archived at teardown; remove it first (DELETE /v1/envs/{})",
+                env.name,
+                env.state.as_str(),
+                env.name
+            ),
+            None,
+        )),
+    }
+}
+
+#[utoipa::path(get, path = "/v1/envs/{id}/events", params(("id" = String, Path)), responses((status = 200, description = "the env's recorded steps, oldest first"), (status = 404, body = Problem)))]
+async fn events(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<crate::store::Event>>> {
+    let env = s.engine.store.get(&id).await?;
+    Ok(Json(s.engine.store.events(&env.id, 0).await?))
+}

@@ -1,0 +1,494 @@
+//! Client verbs: talk to `envd serve` over its API. Exit codes: 0 ok, 1 the env failed,
+//! 2 usage or rejected input, 3 server unreachable, 4 other server error.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+
+#[derive(Subcommand)]
+pub enum ClientCmd {
+    /// Create an environment from a template.
+    Create(CreateArgs),
+    /// List environments.
+    Ls {
+        #[command(flatten)]
+        c: Conn,
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        key: Option<String>,
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Show one environment (by id or name).
+    Get {
+        #[command(flatten)]
+        c: Conn,
+        env: String,
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Tear an environment down (logs are archived first).
+    Rm {
+        #[command(flatten)]
+        c: Conn,
+        /// id or name
+        env: Option<String>,
+        /// Remove the live env holding this CI key.
+        #[arg(long, conflicts_with = "env")]
+        key: Option<String>,
+        /// Wait until everything is freed.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Download an environment's log archive (after teardown).
+    Logs {
+        #[command(flatten)]
+        c: Conn,
+        env: String,
+        #[arg(long, short = 'O')]
+        output: Option<std::path::PathBuf>,
+    },
+    /// Show an environment's recorded steps and their timings.
+    Events {
+        #[command(flatten)]
+        c: Conn,
+        env: String,
+    },
+    /// Push an environment's expiry.
+    Extend {
+        #[command(flatten)]
+        c: Conn,
+        env: String,
+        #[arg(long)]
+        ttl: String,
+    },
+    /// List the template catalog.
+    Templates {
+        #[command(flatten)]
+        c: Conn,
+    },
+}
+
+#[derive(Args, Clone)]
+pub struct Conn {
+    /// envd's API.
+    #[arg(
+        long,
+        env = "ENVD_URL",
+        default_value = "http://127.0.0.1:7070",
+        global = true
+    )]
+    server: String,
+}
+
+#[derive(Copy, Clone, ValueEnum, PartialEq, Eq)]
+pub enum Output {
+    Table,
+    Json,
+    Dotenv,
+}
+
+#[derive(Args)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    c: Conn,
+    /// Template name, or name:version.
+    #[arg(long, short)]
+    template: String,
+    /// Answer a template variable (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    #[arg(long)]
+    name: Option<String>,
+    /// CI key (e.g. the branch): reuses the live env holding it.
+    #[arg(long)]
+    key: Option<String>,
+    /// Replace the live env holding the key.
+    #[arg(long, requires = "key")]
+    recreate: bool,
+    /// Time to live, e.g. 2h.
+    #[arg(long)]
+    ttl: Option<String>,
+    /// Label (repeatable), KEY=VALUE.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// Wait until the env is ready (or failed).
+    #[arg(long)]
+    wait: bool,
+    #[arg(long, default_value = "10m")]
+    timeout: String,
+    /// Keep a failed env's node for debugging.
+    #[arg(long)]
+    keep_on_failure: bool,
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    output: Output,
+}
+
+enum Fail {
+    Usage(String),
+    Unreachable(String),
+    Server(String),
+    EnvFailed(String),
+}
+
+pub async fn run(cmd: ClientCmd) -> ExitCode {
+    match run_inner(cmd).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            let (code, msg) = match f {
+                Fail::EnvFailed(m) => (1, m),
+                Fail::Usage(m) => (2, m),
+                Fail::Unreachable(m) => (3, m),
+                Fail::Server(m) => (4, m),
+            };
+            eprintln!("envd: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn pairs(flag: &str, items: &[String]) -> Result<serde_json::Map<String, Value>, Fail> {
+    let mut m = serde_json::Map::new();
+    for s in items {
+        let (k, v) = s
+            .split_once('=')
+            .ok_or_else(|| Fail::Usage(format!("{flag} {s}: write {flag} KEY=VALUE")))?;
+        m.insert(k.to_string(), Value::String(v.to_string()));
+    }
+    Ok(m)
+}
+
+async fn call(
+    method: reqwest::Method,
+    c: &Conn,
+    path: &str,
+    body: Option<Value>,
+) -> Result<(u16, Value), Fail> {
+    let url = format!("{}{path}", c.server.trim_end_matches('/'));
+    let mut req = reqwest::Client::new()
+        .request(method, &url)
+        .timeout(Duration::from_secs(900));
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.map_err(|e| {
+        Fail::Unreachable(format!(
+            "cannot reach envd at {} ({e}); start it with scripts/up or set --server/ENVD_URL",
+            c.server
+        ))
+    })?;
+    let status = resp.status().as_u16();
+    let v: Value = resp.json().await.unwrap_or(Value::Null);
+    if status >= 400 {
+        let detail = v
+            .get("detail")
+            .and_then(Value::as_str)
+            .unwrap_or("no detail")
+            .to_string();
+        let title = v
+            .get("title")
+            .and_then(Value::as_str)
+            .unwrap_or("error")
+            .to_string();
+        let msg = format!("{title}: {detail}");
+        return Err(
+            if status == 400 || status == 404 || status == 409 || status == 422 {
+                Fail::Usage(msg)
+            } else {
+                Fail::Server(msg)
+            },
+        );
+    }
+    Ok((status, v))
+}
+
+async fn run_inner(cmd: ClientCmd) -> Result<(), Fail> {
+    use reqwest::Method;
+    match cmd {
+        ClientCmd::Create(a) => {
+            let body = json!({
+                "template": a.template, "answers": pairs("--set", &a.set)?, "name": a.name, "key": a.key,
+                "recreate": a.recreate, "ttl": a.ttl, "labels": pairs("--label", &a.labels)?, "keep_on_failure": a.keep_on_failure,
+                "owner": std::env::var("USER").ok(),
+            });
+            let (_, env) = call(Method::POST, &a.c, "/v1/envs", Some(body)).await?;
+            let env = if a.wait {
+                wait_ready(&a.c, &env, &a.timeout).await?
+            } else {
+                env
+            };
+            print_env(&env, a.output);
+            if env["state"] == "failed" {
+                return Err(Fail::EnvFailed(format!(
+                    "environment {} failed: {}",
+                    env["name"],
+                    env["error"].as_str().unwrap_or("see `envd events`")
+                )));
+            }
+            Ok(())
+        }
+        ClientCmd::Ls {
+            c,
+            state,
+            key,
+            output,
+        } => {
+            let mut q = vec![];
+            if let Some(s) = state {
+                q.push(format!("state={s}"));
+            }
+            if let Some(k) = key {
+                q.push(format!("key={}", urlencode(&k)));
+            }
+            let (_, v) = call(Method::GET, &c, &format!("/v1/envs?{}", q.join("&")), None).await?;
+            match output {
+                Output::Json => {
+                    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default())
+                }
+                _ => {
+                    println!(
+                        "{:<28} {:<10} {:<15} {:<12} {:<26} EXPIRES",
+                        "NAME", "STATE", "NODE_IP", "TEMPLATE", "KEY"
+                    );
+                    for e in v.as_array().into_iter().flatten() {
+                        println!(
+                            "{:<28} {:<10} {:<15} {:<12} {:<26} {}",
+                            s(&e["name"]),
+                            s(&e["state"]),
+                            s(&e["node_ip"]),
+                            s(&e["template"]),
+                            s(&e["key"]),
+                            s(&e["expires_at"])
+                        );
+                    }
+                }
+            }
+            Ok(())
+        }
+        ClientCmd::Get { c, env, output } => {
+            let (_, v) = call(
+                Method::GET,
+                &c,
+                &format!("/v1/envs/{}", urlencode(&env)),
+                None,
+            )
+            .await?;
+            print_env(&v, output);
+            Ok(())
+        }
+        ClientCmd::Rm { c, env, key, wait } => {
+            let path = match (env, key) {
+                (Some(e), None) => format!("/v1/envs/{}?wait={wait}", urlencode(&e)),
+                (None, Some(k)) => format!("/v1/envs?key={}&wait={wait}", urlencode(&k)),
+                _ => {
+                    return Err(Fail::Usage(
+                        "name the env to remove: envd rm ID|NAME or envd rm --key KEY".into(),
+                    ));
+                }
+            };
+            let (_, v) = call(Method::DELETE, &c, &path, None).await?;
+            println!("{} {}", s(&v["name"]), s(&v["state"]));
+            Ok(())
+        }
+        ClientCmd::Logs { c, env, output } => {
+            let url = format!(
+                "{}/v1/envs/{}/logs",
+                c.server.trim_end_matches('/'),
+                urlencode(&env)
+            );
+            let resp = reqwest::get(&url).await.map_err(|e| {
+                Fail::Unreachable(format!("cannot reach envd at {} ({e})", c.server))
+            })?;
+            if !resp.status().is_success() {
+                let v: Value = resp.json().await.unwrap_or(Value::Null);
+                return Err(Fail::Usage(format!(
+                    "{}: {}",
+                    s(&v["title"]),
+                    s(&v["detail"])
+                )));
+            }
+            let bytes = resp
+                .bytes()
+                .await
+                .map_err(|e| Fail::Server(e.to_string()))?;
+            let path = output.unwrap_or_else(|| format!("{env}.tar.gz").into());
+            std::fs::write(&path, &bytes)
+                .map_err(|e| Fail::Usage(format!("writing {}: {e}", path.display())))?;
+            println!("{} ({} bytes)", path.display(), bytes.len());
+            Ok(())
+        }
+        ClientCmd::Events { c, env } => {
+            let (_, v) = call(
+                Method::GET,
+                &c,
+                &format!("/v1/envs/{}/events", urlencode(&env)),
+                None,
+            )
+            .await?;
+            for e in v.as_array().into_iter().flatten() {
+                let at = chrono::DateTime::from_timestamp_millis(e["at"].as_i64().unwrap_or(0))
+                    .map(|t| t.format("%H:%M:%S%.3f").to_string())
+                    .unwrap_or_default();
+                let d = e["duration_ms"]
+                    .as_i64()
+                    .map(|d| format!("{d} ms"))
+                    .unwrap_or_default();
+                println!("{at}  {:<18} {:>9}  {}", s(&e["step"]), d, s(&e["message"]));
+            }
+            Ok(())
+        }
+        ClientCmd::Extend { c, env, ttl } => {
+            let (_, v) = call(
+                Method::POST,
+                &c,
+                &format!("/v1/envs/{}/extend", urlencode(&env)),
+                Some(json!({ "ttl": ttl })),
+            )
+            .await?;
+            println!("{} expires at {}", s(&v["name"]), s(&v["expires_at"]));
+            Ok(())
+        }
+        ClientCmd::Templates { c } => {
+            let (_, v) = call(Method::GET, &c, "/v1/templates", None).await?;
+            for t in v.as_array().into_iter().flatten() {
+                let versions: Vec<String> = t["versions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(s)
+                    .collect();
+                println!(
+                    "{:<16} {:<10} {}",
+                    s(&t["name"]),
+                    versions.join(","),
+                    s(&t["description"])
+                );
+                for var in t["variables"].as_array().into_iter().flatten() {
+                    let default = if var["password"] == true {
+                        "****".to_string()
+                    } else {
+                        s(&var["default"])
+                    };
+                    println!(
+                        "    --set {}={:<14} {}",
+                        s(&var["variable"]),
+                        default,
+                        s(&var["description"])
+                    );
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn wait_ready(c: &Conn, env: &Value, timeout: &str) -> Result<Value, Fail> {
+    let limit = humantime::parse_duration(timeout)
+        .map_err(|e| Fail::Usage(format!("--timeout {timeout}: {e}; write e.g. 5m")))?;
+    let id = s(&env["id"]);
+    let t = Instant::now();
+    let tty = std::io::stderr().is_terminal();
+    let bar = tty.then(|| {
+        let b = indicatif::ProgressBar::new_spinner();
+        b.enable_steady_tick(Duration::from_millis(100));
+        b
+    });
+    let mut last_step = String::new();
+    loop {
+        let (_, v) = call(reqwest::Method::GET, c, &format!("/v1/envs/{id}"), None).await?;
+        let state = s(&v["state"]);
+        let step = s(&v["step"]);
+        if step != last_step {
+            match &bar {
+                Some(b) => b.set_message(format!("{} {state}: {step}", s(&v["name"]))),
+                None => eprintln!(
+                    "{:>6.1}s {} {state}: {step}",
+                    t.elapsed().as_secs_f64(),
+                    s(&v["name"])
+                ),
+            }
+            last_step = step;
+        }
+        if matches!(state.as_str(), "ready" | "failed" | "gone") {
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+            eprintln!(
+                "{} {state} in {:.1}s",
+                s(&v["name"]),
+                t.elapsed().as_secs_f64()
+            );
+            return Ok(v);
+        }
+        if t.elapsed() > limit {
+            return Err(Fail::EnvFailed(format!(
+                "{} not ready within {timeout} (state {state}, step {})",
+                s(&v["name"]),
+                s(&v["step"])
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(x) => x.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn print_env(env: &Value, output: Output) {
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(env).unwrap_or_default()),
+        Output::Dotenv => {
+            println!("ENV_ID={}", s(&env["id"]));
+            println!("ENV_NAME={}", s(&env["name"]));
+            println!("NODE_IP={}", s(&env["node_ip"]));
+            for (pod, ep) in env["endpoints"].as_object().into_iter().flatten() {
+                let var = pod.to_ascii_uppercase().replace('-', "_");
+                println!("{var}_URL={}", s(&ep["url"]));
+                println!("{var}_HOST={}", s(&ep["host"]));
+                println!("{var}_PORT={}", s(&ep["port"]));
+            }
+        }
+        Output::Table => {
+            for k in [
+                "id",
+                "name",
+                "key",
+                "template",
+                "state",
+                "step",
+                "error",
+                "node_ip",
+                "created_at",
+                "ready_at",
+                "expires_at",
+            ] {
+                if !env[k].is_null() {
+                    println!("{k:<11} {}", s(&env[k]));
+                }
+            }
+            for (pod, ep) in env["endpoints"].as_object().into_iter().flatten() {
+                println!("{:<11} {}", format!("{pod}:"), s(&ep["url"]));
+            }
+        }
+    }
+}
+
+fn urlencode(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

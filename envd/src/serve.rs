@@ -1,0 +1,236 @@
+//! `envd serve` and `envd doctor`: configuration (flags > ENVD_* env > TOML file >
+//! defaults), start-up checks, the engine, the jobs and the API.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use envd::catalog::Catalog;
+use envd::engine::{Engine, EngineConfig};
+use envd::service::Limits;
+use envd::store::Store;
+use serde::Deserialize;
+
+#[derive(Args, Clone, Default)]
+pub struct ServeArgs {
+    /// TOML file with the same keys as these flags (listen, data_dir, database_url, ...).
+    #[arg(long, env = "ENVD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address of the API.
+    #[arg(long, env = "ENVD_LISTEN")]
+    listen: Option<String>,
+    /// Where the SQLite store and the log archives live.
+    #[arg(long, env = "ENVD_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// `sqlite://FILE` (default: <data-dir>/envd.db) or `postgres://...`.
+    #[arg(long, env = "ENVD_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Extra templates: <dir>/<name>/<version>/template.yaml.
+    #[arg(long, env = "ENVD_TEMPLATES_DIR")]
+    templates_dir: Option<PathBuf>,
+    /// Host bridge for node IPs.
+    #[arg(long, env = "ENVD_BRIDGE")]
+    bridge: Option<String>,
+    /// Node IP pool; the first address is the bridge's.
+    #[arg(long, env = "ENVD_POOL_CIDR")]
+    pool_cidr: Option<String>,
+    #[arg(long, env = "ENVD_DEFAULT_TTL")]
+    default_ttl: Option<String>,
+    #[arg(long, env = "ENVD_MAX_TTL")]
+    max_ttl: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    templates_dir: Option<PathBuf>,
+    bridge: Option<String>,
+    pool_cidr: Option<String>,
+    default_ttl: Option<String>,
+    max_ttl: Option<String>,
+}
+
+pub struct Config {
+    pub listen: String,
+    pub database_url: String,
+    pub templates_dir: Option<PathBuf>,
+    pub engine: EngineConfig,
+    pub limits: Limits,
+}
+
+fn resolve(a: ServeArgs) -> anyhow::Result<Config> {
+    let file: FileConfig = match &a.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("reading config {}", p.display()))?;
+            toml::from_str(&text).with_context(|| format!("config {}", p.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let data_dir = a
+        .data_dir
+        .or(file.data_dir)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/envd"));
+    let mut engine = EngineConfig::with_data_dir(data_dir.clone());
+    if let Some(b) = a.bridge.or(file.bridge) {
+        engine.bridge = b;
+    }
+    if let Some(c) = a.pool_cidr.or(file.pool_cidr) {
+        engine.cidr = c
+            .parse()
+            .with_context(|| format!("pool_cidr: `{c}` is not a CIDR; write e.g. 10.213.0.0/16"))?;
+        engine.gateway = envd::engine::first_host(engine.cidr);
+    }
+    let dur = |field: &str, v: Option<String>, d: Duration| -> anyhow::Result<Duration> {
+        match v {
+            Some(s) => humantime::parse_duration(&s)
+                .with_context(|| format!("{field}: `{s}` is not a duration; write e.g. 2h")),
+            None => Ok(d),
+        }
+    };
+    let defaults = Limits::default();
+    let limits = Limits {
+        default_ttl: dur(
+            "default_ttl",
+            a.default_ttl.or(file.default_ttl),
+            defaults.default_ttl,
+        )?,
+        max_ttl: dur("max_ttl", a.max_ttl.or(file.max_ttl), defaults.max_ttl)?,
+    };
+    anyhow::ensure!(
+        limits.default_ttl <= limits.max_ttl,
+        "default_ttl is longer than max_ttl; lower it or raise max_ttl"
+    );
+    Ok(Config {
+        listen: a
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| "127.0.0.1:7070".into()),
+        database_url: a
+            .database_url
+            .or(file.database_url)
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("envd.db").display())),
+        templates_dir: a.templates_dir.or(file.templates_dir),
+        engine,
+        limits,
+    })
+}
+
+pub async fn doctor(a: ServeArgs) -> ExitCode {
+    let cfg = match resolve(a) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("envd doctor: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let checks = envd::doctor::run(&cfg.engine).await;
+    for c in &checks {
+        if c.ok {
+            println!("✓ {}", c.what);
+        } else {
+            println!("✗ {} — {}", c.what, c.remedy);
+        }
+    }
+    if checks.iter().all(|c| c.ok) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "envd=info".into()),
+        )
+        .init();
+    let cfg = resolve(a)?;
+    let failed: Vec<String> = envd::doctor::run(&cfg.engine)
+        .await
+        .into_iter()
+        .filter(|c| !c.ok)
+        .map(|c| format!("{} — {}", c.what, c.remedy))
+        .collect();
+    anyhow::ensure!(
+        failed.is_empty(),
+        "envd cannot start:\n  ✗ {}",
+        failed.join("\n  ✗ ")
+    );
+    std::fs::create_dir_all(&cfg.engine.data_dir)
+        .with_context(|| format!("creating {}", cfg.engine.data_dir.display()))?;
+    let store = Store::open(&cfg.database_url)
+        .await
+        .with_context(|| format!("opening the store {}", cfg.database_url))?;
+    let engine = Engine::new(store, cfg.engine.clone()).await?;
+    engine.resync().await?;
+    tokio::spawn(jobs(Arc::clone(&engine)));
+
+    let state = envd::api::AppState {
+        engine,
+        catalog: Catalog::new(cfg.templates_dir.clone()),
+        limits: cfg.limits.clone(),
+    };
+    let app = envd::api::router(state);
+    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .with_context(|| format!("listening on {}", cfg.listen))?;
+    tracing::info!(
+        "envd serving on http://{} (store {})",
+        cfg.listen,
+        cfg.database_url
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown())
+        .await?;
+    tracing::info!("envd stopped; unfinished steps resume at the next start");
+    Ok(())
+}
+
+/// The reaper and the periodic reconcile that catches drift (node restarts).
+async fn jobs(engine: Arc<Engine>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(15));
+    loop {
+        tick.tick().await;
+        match engine.store.expired_ids(envd::store::now_ms()).await {
+            Ok(ids) => {
+                for id in ids {
+                    tracing::info!(env = %id, "TTL expired: tearing down");
+                    if engine.store.request_teardown(&id).await.is_ok() {
+                        let _ = engine
+                            .store
+                            .event(&id, "expired", "TTL expired", None)
+                            .await;
+                        engine.kick(&id);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("reaper: {e}"),
+        }
+        if let Err(e) = engine.resync().await {
+            tracing::warn!("resync: {e}");
+        }
+    }
+}
+
+async fn shutdown() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = ctrl_c.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term.recv() => {},
+    }
+}

@@ -1,0 +1,234 @@
+//! What the API, CLI and jobs ask of envd, as plain functions over the store: they write
+//! desired state and read recorded state; only the engine acts.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::Catalog;
+use crate::error::{Error, Result};
+use crate::spec::{Facts, Plan};
+use crate::store::{Created, Env, NewEnv, Store, now_ms, short_id};
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub default_ttl: Duration,
+    pub max_ttl: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            default_ttl: Duration::from_secs(2 * 3600),
+            max_ttl: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRequest {
+    /// `name` or `name:version` of a catalog template.
+    pub template: String,
+    #[serde(default)]
+    pub answers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// CI key, e.g. the branch: a live env with this key is returned instead of a new one.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// e.g. `2h`, `30m`.
+    #[serde(default)]
+    pub ttl: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// With a key: tear down the live env holding it and make a new one.
+    #[serde(default)]
+    pub recreate: bool,
+    /// Keep a failed env's node for debugging instead of freeing it.
+    #[serde(default)]
+    pub keep_on_failure: bool,
+}
+
+pub fn parse_ttl(field: &str, s: &str, limits: &Limits) -> Result<Duration> {
+    let d = humantime::parse_duration(s).map_err(|e| {
+        Error::invalid(
+            "request",
+            field,
+            format!("`{s}` is not a duration ({e}); write e.g. 30m or 2h"),
+        )
+    })?;
+    if d.is_zero() {
+        return Err(Error::invalid("request", field, "a TTL must be positive"));
+    }
+    if d > limits.max_ttl {
+        return Err(Error::invalid(
+            "request",
+            field,
+            format!(
+                "{s} is longer than the maximum TTL {}; ask for less",
+                humantime::format_duration(limits.max_ttl)
+            ),
+        ));
+    }
+    Ok(d)
+}
+
+/// Validates everything, then records the env as `requested`. Nothing is touched on the
+/// host here; the caller kicks the engine.
+pub async fn create(
+    store: &Store,
+    catalog: &Catalog,
+    limits: &Limits,
+    req: CreateRequest,
+) -> Result<Created> {
+    let tpl = catalog.get(&req.template)?;
+    let ttl = match &req.ttl {
+        Some(s) => parse_ttl("ttl", s, limits)?,
+        None => limits.default_ttl,
+    };
+    if let Some(name) = &req.name {
+        let ok = !name.is_empty()
+            && name.len() <= 40
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !name.starts_with('-');
+        if !ok {
+            return Err(Error::invalid(
+                "request",
+                "name",
+                format!("`{name}` is not a valid name: use 1-40 lowercase letters, digits and `-`"),
+            ));
+        }
+    }
+    if let Some(key) = &req.key
+        && (key.is_empty() || key.len() > 200 || key.chars().any(|c| c.is_control()))
+    {
+        return Err(Error::invalid(
+            "request",
+            "key",
+            "a key is 1-200 printable characters, e.g. the branch name",
+        ));
+    }
+    let id = uuid::Uuid::now_v7().to_string();
+    let name = req
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}", tpl.name, short_id(&id)));
+    // Validate the answers against the template now, with a placeholder IP.
+    let facts = Facts {
+        env_id: id.clone(),
+        env_name: name.clone(),
+        node_ip: "0.0.0.0".into(),
+    };
+    Plan::render(&tpl.origin, &tpl.text, &req.answers, &facts).map_err(|e| match e {
+        Error::Invalid {
+            source_name,
+            field,
+            reason,
+        } if field.starts_with("answers.") => Error::Invalid {
+            source_name: "request".into(),
+            field,
+            reason: format!("{reason} (template {source_name})"),
+        },
+        other => other,
+    })?;
+    if req.recreate
+        && let Some(key) = &req.key
+        && let Some(old) = store
+            .list(&crate::store::EnvFilter {
+                key: Some(key.clone()),
+                ..Default::default()
+            })
+            .await?
+            .into_iter()
+            .find(|e| !e.state.is_final())
+    {
+        store.request_teardown(&old.id).await?;
+        store.release_key(&old.id).await?;
+    }
+    let new = NewEnv {
+        id,
+        name,
+        key: req.key.clone(),
+        owner: req.owner.clone().unwrap_or_else(|| "anonymous".into()),
+        template: format!("{}:{}", tpl.name, tpl.version),
+        template_src: tpl.text.clone(),
+        answers: req.answers.clone(),
+        labels: req.labels.clone(),
+        keep_on_failure: req.keep_on_failure,
+        expires_at: now_ms() + ttl.as_millis() as i64,
+    };
+    store.create_env(new).await
+}
+
+/// Pushes the expiry to now + ttl, within the maximum lifetime from creation.
+pub async fn extend(store: &Store, limits: &Limits, id: &str, ttl: &str) -> Result<Env> {
+    let env = store.get(id).await?;
+    if env.state.is_final() || env.desired == "gone" {
+        return Err(Error::Conflict(format!(
+            "environment `{}` is {}; only a live env can be extended",
+            env.name,
+            env.state.as_str()
+        )));
+    }
+    let d = parse_ttl("ttl", ttl, limits)?;
+    let max = env.created_at + limits.max_ttl.as_millis() as i64;
+    let want = now_ms() + d.as_millis() as i64;
+    if want > max {
+        return Err(Error::invalid(
+            "request",
+            "ttl",
+            format!(
+                "that would outlive the maximum lifetime {} of an env; ask for less",
+                humantime::format_duration(limits.max_ttl)
+            ),
+        ));
+    }
+    store.set_expires_at(&env.id, want).await?;
+    store
+        .event(&env.id, "extend", &format!("expires in {ttl}"), None)
+        .await?;
+    store.get(&env.id).await
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+    pub url: String,
+}
+
+/// The env's endpoints, keyed by pod, once it has an IP.
+pub fn endpoints(env: &Env) -> BTreeMap<String, Endpoint> {
+    let Some(ip) = &env.node_ip else {
+        return BTreeMap::new();
+    };
+    let facts = Facts {
+        env_id: env.id.clone(),
+        env_name: env.name.clone(),
+        node_ip: ip.clone(),
+    };
+    let Ok(plan) = Plan::render(&env.template, &env.template_src, &env.answers, &facts) else {
+        return BTreeMap::new();
+    };
+    plan.pods
+        .iter()
+        .filter_map(|p| {
+            p.endpoint.as_ref().map(|e| {
+                (
+                    p.name.clone(),
+                    Endpoint {
+                        host: ip.clone(),
+                        port: e.port,
+                        url: e.url.clone(),
+                    },
+                )
+            })
+        })
+        .collect()
+}

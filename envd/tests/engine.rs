@@ -1,0 +1,434 @@
+//! The walking skeleton on the real engine: envs from template to ready to gone, with
+//! real drivers at the node's fixed IP and nothing left behind. Needs root, Docker, the
+//! images and the seed (scripts/test builds them); under CI=true their absence fails.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bollard::query_parameters::{ListContainersOptionsBuilder, ListVolumesOptionsBuilder};
+use envd::catalog::Catalog;
+use envd::engine::{Engine, EngineConfig};
+use envd::service::{self, CreateRequest, Limits};
+use envd::store::{Created, Env, State, Store};
+
+struct Harness {
+    engine: Arc<Engine>,
+    catalog: Catalog,
+    _dir: tempfile::TempDir,
+}
+
+/// Each test leases from its own /24 of the pool so tests in parallel never share an IP.
+async fn harness(slice: u8, templates: Option<std::path::PathBuf>) -> Option<Harness> {
+    let docker = envd::engine::host_docker().await;
+    if docker.is_err() || !is_root() {
+        let why = format!(
+            "needs root and the Docker Engine (root: {}, docker: {:?})",
+            is_root(),
+            docker.err().map(|e| e.to_string())
+        );
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true: {why}"
+        );
+        eprintln!("skipped on this developer run: {why}");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&format!(
+        "sqlite://{}",
+        dir.path().join("envd.db").display()
+    ))
+    .await
+    .unwrap();
+    let mut cfg = EngineConfig::with_data_dir(dir.path().to_path_buf());
+    let lo: IpAddr = format!("10.213.{slice}.1").parse().unwrap();
+    let hi: IpAddr = format!("10.213.{slice}.254").parse().unwrap();
+    cfg.reserved = vec![
+        ("10.213.0.2".parse().unwrap(), before(lo)),
+        (after(hi), "10.213.255.254".parse().unwrap()),
+    ];
+    let engine = Engine::new(store, cfg).await.unwrap();
+    Some(Harness {
+        engine,
+        catalog: Catalog::new(templates),
+        _dir: dir,
+    })
+}
+
+fn before(ip: IpAddr) -> IpAddr {
+    let IpAddr::V4(v) = ip else { unreachable!() };
+    IpAddr::V4((u32::from(v) - 1).into())
+}
+
+fn after(ip: IpAddr) -> IpAddr {
+    let IpAddr::V4(v) = ip else { unreachable!() };
+    IpAddr::V4((u32::from(v) + 1).into())
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+}
+
+impl Harness {
+    async fn create(&self, template: &str, answers: &[(&str, &str)]) -> Env {
+        let req = CreateRequest {
+            template: template.into(),
+            answers: answers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+            ..Default::default()
+        };
+        let Created::New(env) =
+            service::create(&self.engine.store, &self.catalog, &Limits::default(), req)
+                .await
+                .unwrap()
+        else {
+            panic!("new env")
+        };
+        self.engine.kick(&env.id);
+        env
+    }
+
+    async fn wait(&self, id: &str, want: &[State], limit: Duration) -> Env {
+        let t = Instant::now();
+        loop {
+            let env = self.engine.store.get(id).await.unwrap();
+            if want.contains(&env.state) {
+                return env;
+            }
+            assert!(
+                t.elapsed() < limit,
+                "env {} still {:?} at step {} after {limit:?}: {:?}",
+                env.name,
+                env.state,
+                env.step,
+                env.error
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn teardown(&self, id: &str) -> Env {
+        self.engine.store.request_teardown(id).await.unwrap();
+        self.engine.kick(id);
+        self.wait(id, &[State::Gone, State::Failed], Duration::from_secs(120))
+            .await
+    }
+
+    /// Nothing of the env on the host: containers, volumes, veth, lease.
+    async fn assert_nothing_left(&self, env: &Env) {
+        let host = self.engine.host();
+        let filter = HashMap::from([("label".to_string(), vec![format!("envd.env={}", env.id)])]);
+        let cs = host
+            .list_containers(Some(
+                ListContainersOptionsBuilder::default()
+                    .all(true)
+                    .filters(&filter)
+                    .build(),
+            ))
+            .await
+            .unwrap();
+        assert!(
+            cs.is_empty(),
+            "containers left: {:?}",
+            cs.iter().map(|c| &c.names).collect::<Vec<_>>()
+        );
+        let vs = host
+            .list_volumes(Some(
+                ListVolumesOptionsBuilder::default()
+                    .filters(&filter)
+                    .build(),
+            ))
+            .await
+            .unwrap();
+        assert!(vs.volumes.unwrap_or_default().is_empty(), "volumes left");
+        let links = netcfg::list().await.unwrap();
+        assert!(
+            links.iter().all(|a| a.id != env.id),
+            "veth left for {}",
+            env.id
+        );
+        assert_eq!(
+            self.engine.store.lease_of(&env.id).await.unwrap(),
+            None,
+            "lease left"
+        );
+    }
+}
+
+/// Cleans up whatever a panicking test leaves: the env's objects on the host.
+struct Guard(Arc<Engine>, Vec<String>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for id in &self.1 {
+            let _ = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("docker rm -fv $(docker ps -aq --filter label=envd.env={id}) 2>/dev/null; docker volume rm -f $(docker volume ls -q --filter label=envd.env={id}) 2>/dev/null"))
+                .status();
+        }
+        let _ = &self.0;
+    }
+}
+
+fn archive_entries(path: &std::path::Path) -> BTreeMap<String, String> {
+    let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("archive {}: {e}", path.display()));
+    let mut a = tar::Archive::new(flate2::read::GzDecoder::new(f));
+    let mut out = BTreeMap::new();
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        let p = e.path().unwrap().to_string_lossy().to_string();
+        let mut s = String::new();
+        let _ = e.read_to_string(&mut s);
+        out.insert(p, s);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn full_env_answers_at_the_node_ip_then_leaves_nothing() {
+    let Some(h) = harness(201, None).await else {
+        return;
+    };
+    let env = h
+        .create(
+            "full",
+            &[
+                ("mysql_root_password", "pw-mysql"),
+                ("redis_password", "pw-redis"),
+            ],
+        )
+        .await;
+    let _guard = Guard(Arc::clone(&h.engine), vec![env.id.clone()]);
+    let env = h
+        .wait(
+            &env.id,
+            &[State::Ready, State::Failed],
+            Duration::from_secs(240),
+        )
+        .await;
+    assert_eq!(env.state, State::Ready, "failed: {:?}", env.error);
+    let ip = env.node_ip.clone().unwrap();
+    assert!(ip.starts_with("10.213.201."), "{ip}");
+
+    // MySQL: create table, insert, select.
+    {
+        use mysql_async::prelude::Queryable;
+        let mut c = mysql_async::Conn::from_url(format!("mysql://root:pw-mysql@{ip}:3306/test"))
+            .await
+            .unwrap();
+        c.query_drop("CREATE TABLE t (id INT PRIMARY KEY, v TEXT)")
+            .await
+            .unwrap();
+        c.query_drop("INSERT INTO t VALUES (1, 'one')")
+            .await
+            .unwrap();
+        let v: Option<String> = c.query_first("SELECT v FROM t WHERE id = 1").await.unwrap();
+        assert_eq!(v.as_deref(), Some("one"));
+        c.disconnect().await.unwrap();
+    }
+    // Mongo with the root user: insert, find.
+    {
+        let uri =
+            format!("mongodb://root:envd-root@{ip}:27017/?authSource=admin&directConnection=true");
+        let client = mongodb::Client::with_uri_str(&uri).await.unwrap();
+        let coll = client
+            .database("shop")
+            .collection::<mongodb::bson::Document>("orders");
+        coll.insert_one(mongodb::bson::doc! { "n": 7, "item": "book" })
+            .await
+            .unwrap();
+        let found = coll
+            .find_one(mongodb::bson::doc! { "n": 7 })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(found.get_str("item").unwrap(), "book");
+    }
+    // Redis: SET, GET.
+    {
+        let client = redis::Client::open(format!("redis://:pw-redis@{ip}:6379/")).unwrap();
+        let mut c = client.get_multiplexed_async_connection().await.unwrap();
+        let _: () = redis::cmd("SET")
+            .arg("k")
+            .arg("v")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let v: String = redis::cmd("GET")
+            .arg("k")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(v, "v");
+    }
+    // The app reaches all three by pod name.
+    let health: serde_json::Value = reqwest::get(format!("http://{ip}:8080/health"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        health,
+        serde_json::json!({"mysql": "ok", "mongo": "ok", "redis": "ok"})
+    );
+
+    let events = h.engine.store.events(&env.id, 0).await.unwrap();
+    for step in [
+        "node",
+        "network",
+        "pods",
+        "ready:mysql",
+        "ready:mongo",
+        "ready:redis",
+        "ready:app",
+    ] {
+        assert!(
+            events
+                .iter()
+                .any(|e| e.step == step && e.duration_ms.is_some()),
+            "no timed event {step}"
+        );
+    }
+
+    let gone = h.teardown(&env.id).await;
+    assert_eq!(gone.state, State::Gone, "{:?}", gone.error);
+    h.assert_nothing_left(&env).await;
+    let entries = archive_entries(&h.engine.cfg.archive_path(&env.id));
+    for log in [
+        "mysql/mysql.log",
+        "mongo/mongo.log",
+        "redis/redis.log",
+        "app/app.log",
+        "stubs/stubs.log",
+    ] {
+        assert!(
+            entries.contains_key(log),
+            "no {log} in archive: {:?}",
+            entries.keys().collect::<Vec<_>>()
+        );
+    }
+    for pod in ["mysql", "mongo", "redis", "app"] {
+        assert!(
+            entries
+                .keys()
+                .any(|k| k.starts_with(&format!("{pod}/files/"))),
+            "pod {pod} wrote no log file: {:?}",
+            entries.keys().collect::<Vec<_>>()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pod_that_cannot_start_fails_the_env_with_its_cause_and_frees_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let tdir = dir.path().join("broken/1");
+    std::fs::create_dir_all(&tdir).unwrap();
+    std::fs::write(
+        tdir.join("template.yaml"),
+        r#"name: broken
+version: "1"
+deadline: 60s
+pods:
+  - name: db
+    ports: [6390]
+    containers:
+      - name: redis
+        image: envd/redis:latest
+        command: ["sh", "-c", "echo cannot-start-db >&2; exit 3"]
+    ready: { kind: tcp, port: 6390, deadline: 5s }
+"#,
+    )
+    .unwrap();
+    let Some(h) = harness(202, Some(dir.path().to_path_buf())).await else {
+        return;
+    };
+    let env = h.create("broken", &[]).await;
+    let _guard = Guard(Arc::clone(&h.engine), vec![env.id.clone()]);
+    let env = h
+        .wait(
+            &env.id,
+            &[State::Failed, State::Ready],
+            Duration::from_secs(180),
+        )
+        .await;
+    assert_eq!(env.state, State::Failed);
+    let error = env.error.clone().unwrap();
+    assert!(
+        error.contains("pod db") && error.contains("cannot-start-db"),
+        "{error}"
+    );
+    h.assert_nothing_left(&env).await;
+    let entries = archive_entries(&h.engine.cfg.archive_path(&env.id));
+    assert!(
+        entries
+            .get("db/redis.log")
+            .is_some_and(|l| l.contains("cannot-start-db")),
+        "{:?}",
+        entries.keys().collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_envs_at_once_get_different_ips_and_both_answer() {
+    let Some(h) = harness(203, None).await else {
+        return;
+    };
+    let a = h.create("minimal", &[]).await;
+    let b = h.create("minimal", &[]).await;
+    let _guard = Guard(Arc::clone(&h.engine), vec![a.id.clone(), b.id.clone()]);
+    let a = h
+        .wait(
+            &a.id,
+            &[State::Ready, State::Failed],
+            Duration::from_secs(180),
+        )
+        .await;
+    let b = h
+        .wait(
+            &b.id,
+            &[State::Ready, State::Failed],
+            Duration::from_secs(180),
+        )
+        .await;
+    assert_eq!(
+        (a.state, b.state),
+        (State::Ready, State::Ready),
+        "{:?} {:?}",
+        a.error,
+        b.error
+    );
+    assert_ne!(a.node_ip, b.node_ip);
+    for env in [&a, &b] {
+        let ip = env.node_ip.clone().unwrap();
+        let client = redis::Client::open(format!("redis://:envd-redis@{ip}:6379/")).unwrap();
+        let mut c = client.get_multiplexed_async_connection().await.unwrap();
+        let _: () = redis::cmd("SET")
+            .arg("who")
+            .arg(&env.id)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let who: String = redis::cmd("GET")
+            .arg("who")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(who, env.id, "each IP reaches its own env");
+    }
+    for env in [&a, &b] {
+        assert_eq!(h.teardown(&env.id).await.state, State::Gone);
+        h.assert_nothing_left(env).await;
+    }
+}
