@@ -28,15 +28,12 @@ pub const RESERVED_PREFIX: &str = "/_envd/";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{path}: not a YAML list of stubs: {source}")]
+    #[error("cannot read {path}: {err}")]
+    Read { path: String, err: std::io::Error },
+    #[error("{path}: not a YAML list of stubs: {err}")]
     Parse {
         path: String,
-        source: serde_yaml::Error,
+        err: serde_yaml::Error,
     },
     #[error("{path}: stub {index} ({method} {stub_path}): field `{field}`: {reason}")]
     Invalid {
@@ -149,7 +146,7 @@ impl Stubs {
         match std::fs::read_to_string(path) {
             Ok(text) => Self::parse(&text, &name),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(source) => Err(ConfigError::Read { path: name, source }),
+            Err(err) => Err(ConfigError::Read { path: name, err }),
         }
     }
 
@@ -159,9 +156,9 @@ impl Stubs {
             return Ok(Self::default());
         }
         let raw: Option<Vec<RawStub>> =
-            serde_yaml::from_str(text).map_err(|source| ConfigError::Parse {
+            serde_yaml::from_str(text).map_err(|err| ConfigError::Parse {
                 path: name.to_owned(),
-                source,
+                err,
             })?;
         let stubs = raw
             .unwrap_or_default()

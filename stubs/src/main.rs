@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use stubs::{AppState, Stubs, router};
@@ -16,8 +17,24 @@ fn env_or(name: &str, default: &str) -> String {
         .unwrap_or_else(|| default.to_owned())
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("stubs: error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("stubs: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     let listen = env_or("STUBS_LISTEN", "0.0.0.0:9000");
     let addr: SocketAddr = listen
         .parse()
@@ -25,7 +42,7 @@ async fn main() -> anyhow::Result<()> {
     let log_dir = PathBuf::from(env_or("STUBS_LOG_DIR", "/var/log/envd"));
     let config = PathBuf::from(env_or("STUBS_CONFIG", "/etc/stubs/stubs.yaml"));
 
-    let stubs = Stubs::load(&config).context("STUBS_CONFIG")?;
+    let stubs = Stubs::load(&config).context("bad STUBS_CONFIG")?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} (STUBS_LISTEN)"))?;

@@ -110,13 +110,14 @@ class Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, body: dict) -> None:
         data = json.dumps(body).encode()
+        # Logged before answering: a client that got the answer finds its line.
+        now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
+        access_log(f"{now} {self.client_address[0]} {self.command} {self.path} {status} {json.dumps(body)}")
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
-        now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
-        access_log(f"{now} {self.client_address[0]} {self.command} {self.path} {status} {json.dumps(body)}")
 
     def do_GET(self) -> None:  # noqa: N802 — http.server's naming
         if self.path.split("?")[0] == "/health":
