@@ -238,7 +238,7 @@ where
             Err(e) if start.elapsed() > deadline => {
                 return Err(format!("{what}: not within {deadline:?}: {e}").into());
             }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     }
 }
@@ -700,5 +700,129 @@ async fn stubs_image_serves_stubs_and_the_log_archive() -> Result {
         }
     }
     assert_eq!(found.as_deref(), Some("hello from mysql\n"));
+    Ok(())
+}
+
+/// Start-to-ready of each database image: from `create` to the first answer of a real
+/// query with the real driver (SELECT 1, ping, PING), 5 runs each; prints a table.
+/// Run by scripts/bench.d/images (ignored in the suite).
+#[tokio::test]
+#[ignore = "a benchmark: scripts/bench images"]
+async fn bench_start_to_ready() -> Result {
+    let c = setup!("mysql", "mongo", "redis");
+    const RUNS: usize = 5;
+    type Probe = fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result> + Send>>;
+    let mysql_probe: Probe = |ip| {
+        Box::pin(async move {
+            let mut conn = mysql_conn(&format!("mysql://root:pw@{ip}:3306/")).await?;
+            let one: Option<i64> = conn.query_first("SELECT 1").await?;
+            if one != Some(1) {
+                return Err("SELECT 1 did not answer 1".into());
+            }
+            conn.disconnect().await?;
+            Ok(())
+        })
+    };
+    let mongo_probe: Probe = |ip| {
+        Box::pin(async move {
+            let client = mongo_client(&format!(
+                "mongodb://admin:pw@{ip}:27017/?authSource=admin&directConnection=true&serverSelectionTimeoutMS=200&connectTimeoutMS=200"
+            ))
+            .await?;
+            client
+                .database("admin")
+                .run_command(doc! {"ping": 1})
+                .await?;
+            Ok(())
+        })
+    };
+    let mongo_noauth_probe: Probe = |ip| {
+        Box::pin(async move {
+            let client = mongo_client(&format!(
+                "mongodb://{ip}:27017/?directConnection=true&serverSelectionTimeoutMS=200&connectTimeoutMS=200"
+            ))
+            .await?;
+            client
+                .database("admin")
+                .run_command(doc! {"ping": 1})
+                .await?;
+            Ok(())
+        })
+    };
+    let redis_probe: Probe = |ip| {
+        Box::pin(async move {
+            let pong: String = redis_cmd(format!("redis://:pw@{ip}:6379/0"), &["PING"]).await?;
+            if pong != "PONG" {
+                return Err(format!("PING answered {pong}").into());
+            }
+            Ok(())
+        })
+    };
+    let init_sql: &[(&str, &[u8])] = &[(
+        "/docker-entrypoint-initdb.d/01.sql",
+        b"CREATE TABLE t (id INT PRIMARY KEY); INSERT INTO t VALUES (1);\n",
+    )];
+    let cases: Vec<(&str, &str, Vec<(&str, &str)>, &[(&str, &[u8])], Probe)> = vec![
+        (
+            "mysql (root password)",
+            "mysql",
+            vec![("MYSQL_ROOT_PASSWORD", "pw")],
+            &[],
+            mysql_probe,
+        ),
+        (
+            "mysql (+ an init .sql)",
+            "mysql",
+            vec![("MYSQL_ROOT_PASSWORD", "pw"), ("MYSQL_DATABASE", "d")],
+            init_sql,
+            mysql_probe,
+        ),
+        ("mongo (no auth)", "mongo", vec![], &[], mongo_noauth_probe),
+        (
+            "mongo (root user, auth)",
+            "mongo",
+            vec![
+                ("MONGO_INITDB_ROOT_USERNAME", "admin"),
+                ("MONGO_INITDB_ROOT_PASSWORD", "pw"),
+            ],
+            &[],
+            mongo_probe,
+        ),
+        (
+            "redis (REDIS_PASSWORD)",
+            "redis",
+            vec![("REDIS_PASSWORD", "pw")],
+            &[],
+            redis_probe,
+        ),
+    ];
+    println!("\n| image (start-to-ready, {RUNS} runs) | p50 | min | max |");
+    println!("| --- | --- | --- | --- |");
+    for (label, image, env, files, probe) in cases {
+        let mut times = Vec::new();
+        for _ in 0..RUNS {
+            let t0 = Instant::now();
+            let id = c
+                .start(Spec {
+                    image,
+                    env: &env,
+                    files,
+                    ..Default::default()
+                })
+                .await?;
+            let ip = c.ip(&id).await?;
+            eventually(label, READY, || probe(ip.clone())).await?;
+            times.push(t0.elapsed());
+            let _ = Command::new("docker").args(["rm", "-f", &id]).output();
+        }
+        times.sort();
+        let ms = |d: Duration| format!("{:.2} s", d.as_secs_f64());
+        println!(
+            "| {label} | {} | {} | {} |",
+            ms(times[RUNS / 2]),
+            ms(times[0]),
+            ms(times[RUNS - 1])
+        );
+    }
     Ok(())
 }
