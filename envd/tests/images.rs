@@ -762,7 +762,8 @@ async fn bench_start_to_ready() -> Result {
         "/docker-entrypoint-initdb.d/01.sql",
         b"CREATE TABLE t (id INT PRIMARY KEY); INSERT INTO t VALUES (1);\n",
     )];
-    let cases: Vec<(&str, &str, Vec<(&str, &str)>, &[(&str, &[u8])], Probe)> = vec![
+    type Files<'a> = &'a [(&'a str, &'a [u8])];
+    let cases: Vec<(&str, &str, Vec<(&str, &str)>, Files, Probe)> = vec![
         (
             "mysql (root password)",
             "mysql",
