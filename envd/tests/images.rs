@@ -762,8 +762,10 @@ async fn bench_start_to_ready() -> Result {
         "/docker-entrypoint-initdb.d/01.sql",
         b"CREATE TABLE t (id INT PRIMARY KEY); INSERT INTO t VALUES (1);\n",
     )];
+    /// (label, image, env, files, probe)
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, Files<'a>, Probe);
     type Files<'a> = &'a [(&'a str, &'a [u8])];
-    let cases: Vec<(&str, &str, Vec<(&str, &str)>, Files, Probe)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "mysql (root password)",
             "mysql",
