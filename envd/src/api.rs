@@ -303,22 +303,25 @@ async fn create(
     };
     s.engine.kick(&env.id);
     let env = if q.wait {
-        wait_settled(&s, &env.id, timeout).await?
+        let settled = [EnvState::Ready, EnvState::Failed, EnvState::Gone];
+        wait_for(&s, &env.id, &settled, timeout).await?
     } else {
         env
     };
     Ok((status, Json(EnvView::from(&env))).into_response())
 }
 
-async fn wait_settled(s: &AppState, id: &str, timeout: Duration) -> ApiResult<Env> {
+/// Polls the recorded state until it is one of `states` or the timeout passes.
+async fn wait_for(
+    s: &AppState,
+    id: &str,
+    states: &[EnvState],
+    timeout: Duration,
+) -> ApiResult<Env> {
     let t = std::time::Instant::now();
     loop {
         let env = s.engine.store.get(id).await?;
-        if matches!(
-            env.state,
-            EnvState::Ready | EnvState::Failed | EnvState::Gone
-        ) || t.elapsed() > timeout
-        {
+        if states.contains(&env.state) || t.elapsed() > timeout {
             return Ok(env);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -391,7 +394,8 @@ async fn teardown(s: &AppState, env: Env, wait: bool) -> ApiResult<Response> {
     s.engine.store.request_teardown(&env.id).await?;
     s.engine.kick(&env.id);
     let env = if wait {
-        wait_settled(s, &env.id, Duration::from_secs(300)).await?
+        let freed = [EnvState::Failed, EnvState::Gone];
+        wait_for(s, &env.id, &freed, Duration::from_secs(300)).await?
     } else {
         s.engine.store.get(&env.id).await?
     };

@@ -1,0 +1,307 @@
+//! The REST API against a real engine, over real HTTP: every route, the CI-key workflow,
+//! and every error kind as `application/problem+json` naming the field.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use envd::api::{AppState, router};
+use envd::catalog::Catalog;
+use envd::engine::{Engine, EngineConfig};
+use envd::service::Limits;
+use envd::store::Store;
+use serde_json::{Value, json};
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+}
+
+/// envd's API on 127.0.0.1:<random>, leasing from 10.213.204.0/24 only.
+async fn server() -> Option<(String, tempfile::TempDir)> {
+    let docker = envd::engine::host_docker().await;
+    if docker.is_err() || !is_root() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true: the API tests need root and the Docker Engine"
+        );
+        eprintln!("skipped on this developer run: needs root and Docker");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&format!(
+        "sqlite://{}",
+        dir.path().join("envd.db").display()
+    ))
+    .await
+    .unwrap();
+    let mut cfg = EngineConfig::with_data_dir(dir.path().to_path_buf());
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    cfg.reserved = vec![
+        (ip("10.213.0.2"), ip("10.213.203.255")),
+        (ip("10.213.205.0"), ip("10.213.255.254")),
+    ];
+    let engine = Engine::new(store, cfg).await.unwrap();
+    let app = router(AppState {
+        engine,
+        catalog: Catalog::new(None),
+        limits: Limits {
+            default_ttl: Duration::from_secs(600),
+            max_ttl: Duration::from_secs(7200),
+        },
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Some((format!("http://{addr}"), dir))
+}
+
+async fn call(method: reqwest::Method, url: &str, body: Option<&str>) -> (u16, String, Value) {
+    let mut req = reqwest::Client::new()
+        .request(method, url)
+        .timeout(Duration::from_secs(300));
+    if let Some(b) = body {
+        req = req
+            .header("content-type", "application/json")
+            .body(b.to_string());
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let ctype = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let bytes = resp.bytes().await.unwrap();
+    (
+        status,
+        ctype,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// Asserts an RFC 7807 problem with this status whose detail (or field) names `field`.
+fn problem(r: &(u16, String, Value), status: u16, field: &str) {
+    assert_eq!(r.0, status, "{:?}", r.2);
+    assert_eq!(r.1, "application/problem+json");
+    assert_eq!(r.2["status"], status);
+    assert!(r.2["title"].is_string());
+    let detail = r.2["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(field) || r.2["field"] == field,
+        "detail should name `{field}`: {detail}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_route_and_every_error_kind() {
+    use reqwest::Method;
+    let Some((base, _dir)) = server().await else {
+        return;
+    };
+    let u = |p: &str| format!("{base}{p}");
+
+    assert_eq!(
+        reqwest::get(u("/healthz"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "ok"
+    );
+    let doc: Value = reqwest::get(u("/openapi.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for p in [
+        "/healthz",
+        "/v1/templates",
+        "/v1/envs",
+        "/v1/envs/{id}",
+        "/v1/envs/{id}/extend",
+        "/v1/envs/{id}/logs",
+        "/v1/envs/{id}/events",
+    ] {
+        assert!(doc["paths"].get(p).is_some(), "openapi lacks {p}");
+    }
+    let (s, _, t) = call(Method::GET, &u("/v1/templates"), None).await;
+    assert_eq!(s, 200);
+    assert!(
+        t.as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["name"] == "full" && t["variables"].as_array().unwrap().len() == 4)
+    );
+
+    // Bad input of every kind, nothing created.
+    problem(
+        &call(Method::POST, &u("/v1/envs"), Some("{not json")).await,
+        400,
+        "JSON",
+    );
+    problem(
+        &call(Method::POST, &u("/v1/envs"), Some(r#"{"tmpl":"full"}"#)).await,
+        422,
+        "tmpl",
+    );
+    problem(
+        &call(Method::POST, &u("/v1/envs"), Some(r#"{"template":"nope"}"#)).await,
+        422,
+        "template",
+    );
+    problem(
+        &call(
+            Method::POST,
+            &u("/v1/envs"),
+            Some(r#"{"template":"minimal","answers":{"redis_pw":"x"}}"#),
+        )
+        .await,
+        422,
+        "answers.redis_pw",
+    );
+    problem(
+        &call(
+            Method::POST,
+            &u("/v1/envs"),
+            Some(r#"{"template":"minimal","ttl":"9h"}"#),
+        )
+        .await,
+        422,
+        "ttl",
+    );
+    problem(
+        &call(
+            Method::POST,
+            &u("/v1/envs"),
+            Some(r#"{"template":"minimal","name":"Bad Name"}"#),
+        )
+        .await,
+        422,
+        "name",
+    );
+    problem(
+        &call(
+            Method::POST,
+            &u("/v1/envs?wait=true&timeout=soon"),
+            Some(r#"{"template":"minimal"}"#),
+        )
+        .await,
+        422,
+        "timeout",
+    );
+    problem(
+        &call(Method::GET, &u("/v1/envs/no-such-env"), None).await,
+        404,
+        "no-such-env",
+    );
+    problem(
+        &call(Method::GET, &u("/v1/envs?state=sleeping"), None).await,
+        422,
+        "state",
+    );
+    problem(
+        &call(Method::DELETE, &u("/v1/envs"), None).await,
+        400,
+        "key",
+    );
+    problem(
+        &call(Method::GET, &u("/v1/nothing"), None).await,
+        404,
+        "route",
+    );
+    let (_, _, all) = call(Method::GET, &u("/v1/envs"), None).await;
+    assert_eq!(all, json!([]), "rejected requests created nothing");
+
+    // The CI-key workflow.
+    let body = r#"{"template":"minimal","key":"feature/x","answers":{"redis_password":"k3y"},"labels":{"team":"qa"}}"#;
+    let (s, _, env) = call(
+        Method::POST,
+        &u("/v1/envs?wait=true&timeout=3m"),
+        Some(body),
+    )
+    .await;
+    assert_eq!(s, 201, "{env}");
+    assert_eq!(env["state"], "ready", "{env}");
+    let ip = env["node_ip"].as_str().unwrap().to_string();
+    assert_eq!(
+        env["endpoints"]["redis"]["url"],
+        format!("redis://:k3y@{ip}:6379/0")
+    );
+    let (s, _, again) = call(Method::POST, &u("/v1/envs"), Some(body)).await;
+    assert_eq!((s, &again["id"]), (200, &env["id"]), "same key, same env");
+    let name = env["name"].as_str().unwrap();
+    let (s, _, got) = call(Method::GET, &u(&format!("/v1/envs/{name}")), None).await;
+    assert_eq!((s, &got["id"]), (200, &env["id"]));
+    let (_, _, listed) = call(
+        Method::GET,
+        &u("/v1/envs?key=feature%2Fx&label=team=qa&state=ready"),
+        None,
+    )
+    .await;
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    let (s, _, ext) = call(
+        Method::POST,
+        &u(&format!("/v1/envs/{name}/extend")),
+        Some(r#"{"ttl":"1h"}"#),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert!(ext["expires_at"].as_str().unwrap() > env["expires_at"].as_str().unwrap());
+    problem(
+        &call(
+            Method::POST,
+            &u(&format!("/v1/envs/{name}/extend")),
+            Some(r#"{"ttl":"3h"}"#),
+        )
+        .await,
+        422,
+        "ttl",
+    );
+    let (s, _, events) = call(Method::GET, &u(&format!("/v1/envs/{name}/events")), None).await;
+    assert_eq!(s, 200);
+    assert!(
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["step"] == "ready:redis")
+    );
+    problem(
+        &call(Method::GET, &u(&format!("/v1/envs/{name}/logs")), None).await,
+        409,
+        "remove it first",
+    );
+
+    let (s, _, gone) = call(
+        Method::DELETE,
+        &u("/v1/envs?key=feature%2Fx&wait=true"),
+        None,
+    )
+    .await;
+    assert_eq!((s, gone["state"].as_str()), (200, Some("gone")), "{gone}");
+    let logs = reqwest::get(u(&format!("/v1/envs/{name}/logs")))
+        .await
+        .unwrap();
+    assert_eq!(logs.headers()["content-type"], "application/gzip");
+    assert!(logs.bytes().await.unwrap().len() > 20);
+    problem(
+        &call(Method::DELETE, &u("/v1/envs?key=feature%2Fx"), None).await,
+        404,
+        "feature/x",
+    );
+    problem(
+        &call(
+            Method::POST,
+            &u(&format!("/v1/envs/{name}/extend")),
+            Some(r#"{"ttl":"1h"}"#),
+        )
+        .await,
+        409,
+        "live",
+    );
+}
