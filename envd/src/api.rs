@@ -489,11 +489,58 @@ async fn logs(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Re
     }
 }
 
-#[utoipa::path(get, path = "/v1/envs/{id}/events", params(("id" = String, Path)), responses((status = 200, description = "the env's recorded steps, oldest first"), (status = 404, body = Problem)))]
+#[utoipa::path(get, path = "/v1/envs/{id}/events", params(("id" = String, Path)), responses((status = 200, description = "the env's recorded steps, oldest first; with `Accept: text/event-stream`, Server-Sent Events as they happen"), (status = 404, body = Problem)))]
 async fn events(
     State(s): State<AppState>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Vec<crate::store::Event>>> {
+    headers: axum::http::HeaderMap,
+) -> ApiResult<Response> {
     let env = s.engine.store.get(&id).await?;
-    Ok(Json(s.engine.store.events(&env.id, 0).await?))
+    let wants_sse = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
+    if !wants_sse {
+        return Ok(Json(s.engine.store.events(&env.id, 0).await?).into_response());
+    }
+    Ok(axum::response::sse::Sse::new(event_stream(s, env.id))
+        .keep_alive(axum::response::sse::KeepAlive::default())
+        .into_response())
+}
+
+/// The env's events as they are recorded, ending once it is gone or failed.
+fn event_stream(
+    s: AppState,
+    id: String,
+) -> impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>
+{
+    futures_util::stream::unfold((s, id, 0i64, false), |(s, id, after, done)| async move {
+        if done {
+            return None;
+        }
+        loop {
+            let events = s.engine.store.events(&id, after).await.unwrap_or_default();
+            if let Some(e) = events.into_iter().next() {
+                let data = serde_json::to_string(&e).unwrap_or_default();
+                let ev = axum::response::sse::Event::default()
+                    .event(e.step.clone())
+                    .data(data);
+                return Some((Ok(ev), (s, id, e.id, false)));
+            }
+            let finished = s
+                .engine
+                .store
+                .get(&id)
+                .await
+                .map(|e| e.state.is_final())
+                .unwrap_or(true);
+            if finished {
+                let ev = axum::response::sse::Event::default()
+                    .event("end")
+                    .data("{}");
+                return Some((Ok(ev), (s, id, after, true)));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
 }

@@ -59,7 +59,7 @@ pub async fn run(cfg: &EngineConfig) -> Vec<Check> {
     }
     let seed = cfg.seed_dir.join("current");
     out.push(Check {
-        ok: seed.join("image").is_dir(),
+        ok: seed.join("skel/.envd-seed").is_file(),
         what: format!("image seed for nodes at {}", seed.display()),
         remedy: "run scripts/build-images (it runs scripts/build-seed)".into(),
     });

@@ -432,3 +432,58 @@ async fn two_envs_at_once_get_different_ips_and_both_answer() {
         h.assert_nothing_left(env).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_node_gets_its_ip_and_pods_back() {
+    let Some(h) = harness(205, None).await else {
+        return;
+    };
+    let env = h.create("minimal", &[]).await;
+    let _guard = Guard(Arc::clone(&h.engine), vec![env.id.clone()]);
+    let env = h
+        .wait(
+            &env.id,
+            &[State::Ready, State::Failed],
+            Duration::from_secs(180),
+        )
+        .await;
+    assert_eq!(env.state, State::Ready, "{:?}", env.error);
+    let ip = env.node_ip.clone().unwrap();
+    let node = format!("envd-{}-{}", env.name, env.short_id());
+    let out = std::process::Command::new("docker")
+        .args(["restart", "-t", "5", &node])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // What the periodic resync of `envd serve` does.
+    h.engine.reconcile(&env.id).await.unwrap();
+    let t = Instant::now();
+    let pong = loop {
+        let attempt = async {
+            let client = redis::Client::open(format!("redis://:envd-redis@{ip}:6379/")).ok()?;
+            let mut c = client.get_multiplexed_async_connection().await.ok()?;
+            redis::cmd("PING").query_async::<String>(&mut c).await.ok()
+        };
+        if let Some(p) = attempt.await {
+            break p;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "redis not answering at {ip} after the node restarted"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(pong, "PONG");
+    let after = h.engine.store.get(&env.id).await.unwrap();
+    assert_eq!(
+        (after.state, after.node_ip.as_deref()),
+        (State::Ready, Some(ip.as_str()))
+    );
+    assert_eq!(h.teardown(&env.id).await.state, State::Gone);
+    h.assert_nothing_left(&env).await;
+}

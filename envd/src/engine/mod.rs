@@ -22,6 +22,7 @@ use crate::spec::{Facts, Plan};
 use crate::store::{Env, State, Store};
 
 pub use node::{NodeMode, host_docker};
+pub use ready::check;
 
 /// The stubs sidecar's port, published on the node IP of every env.
 pub const STUBS_PORT: u16 = 9000;

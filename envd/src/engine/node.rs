@@ -127,6 +127,19 @@ impl Engine {
                 ),
             )
         })?;
+        if !seed.join("skel/.envd-seed").is_file() {
+            return Err(Error::step(
+                "node",
+                format!(
+                    "{} is not a complete image seed; run scripts/build-images (it runs scripts/build-seed)",
+                    seed.display()
+                ),
+            ));
+        }
+        let seed_hash = seed
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
 
         let existing = host
             .inspect_container(&name, None::<InspectContainerOptions>)
@@ -135,7 +148,12 @@ impl Engine {
             let body = ContainerCreateBody {
                 image: Some(self.cfg.node_image.clone()),
                 hostname: Some(format!("envd-{}", env.short_id())),
-                labels: Some(labels(env, "node")),
+                labels: Some({
+                    let mut l = labels(env, "node");
+                    l.insert("envd.seed".into(), seed_hash.clone());
+                    l
+                }),
+                stop_timeout: Some(15),
                 env: Some(vec![format!("ENVD_CGROUP_PARENT=/envd-{}", env.short_id())]),
                 host_config: Some(node_host_config(
                     self.cfg.node_mode.resolve(),

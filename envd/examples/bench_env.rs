@@ -1,0 +1,175 @@
+//! `scripts/bench env`: time to ready of the `full` template, with its breakdown, and its
+//! teardown, p50 of N runs; in the same run `docker-compose up` of the same four services
+//! with the same images on the host engine, ready by the same probes. Prints a table.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use envd::catalog::Catalog;
+use envd::engine::{Engine, EngineConfig};
+use envd::service::{self, CreateRequest, Limits};
+use envd::spec::{Facts, Plan};
+use envd::store::{Created, State, Store};
+
+const COMPOSE: &str = r#"
+services:
+  mysql:
+    image: envd/mysql:latest
+    environment: { MYSQL_ROOT_PASSWORD: envd-root, MYSQL_DATABASE: test }
+    ports: ["127.0.0.1:3306:3306"]
+  mongo:
+    image: envd/mongo:latest
+    environment: { MONGO_INITDB_ROOT_USERNAME: root, MONGO_INITDB_ROOT_PASSWORD: envd-root }
+    ports: ["127.0.0.1:27017:27017"]
+  redis:
+    image: envd/redis:latest
+    environment: { REDIS_PASSWORD: envd-redis }
+    ports: ["127.0.0.1:6379:6379"]
+  app:
+    image: envd/app:latest
+    environment:
+      MYSQL_URL: mysql://root:envd-root@mysql:3306/test
+      MONGO_URL: mongodb://root:envd-root@mongo:27017/?authSource=admin
+      REDIS_URL: redis://:envd-redis@redis:6379/0
+    ports: ["127.0.0.1:8080:8080"]
+"#;
+
+fn p50(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let runs: usize = std::env::var("RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(&format!(
+        "sqlite://{}",
+        dir.path().join("envd.db").display()
+    ))
+    .await?;
+    let mut cfg = EngineConfig::with_data_dir(dir.path().to_path_buf());
+    let ip = |s: &str| {
+        s.parse::<std::net::IpAddr>()
+            .unwrap_or_else(|_| unreachable!())
+    };
+    cfg.reserved = vec![
+        (ip("10.213.0.2"), ip("10.213.209.255")),
+        (ip("10.213.211.0"), ip("10.213.255.254")),
+    ];
+    let engine = Engine::new(store, cfg).await?;
+    let catalog = Catalog::new(None);
+
+    let mut rows: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for i in 0..runs {
+        let req = CreateRequest {
+            template: "full".into(),
+            ..Default::default()
+        };
+        let Created::New(env) =
+            service::create(&engine.store, &catalog, &Limits::default(), req).await?
+        else {
+            anyhow::bail!("not new")
+        };
+        let t = Instant::now();
+        engine.reconcile(&env.id).await?; // requested -> creating (lease)
+        engine.reconcile(&env.id).await?; // creating -> ready
+        let ready = t.elapsed().as_secs_f64();
+        let got = engine.store.get(&env.id).await?;
+        anyhow::ensure!(got.state == State::Ready, "run {i}: {:?}", got.error);
+        for e in engine.store.events(&env.id, 0).await? {
+            if let Some(ms) = e.duration_ms
+                && e.step != "requested"
+                && e.step != "ready"
+            {
+                rows.entry(format!("envd {}", e.step))
+                    .or_default()
+                    .push(ms as f64 / 1000.0);
+            }
+        }
+        rows.entry("envd full: ready".into())
+            .or_default()
+            .push(ready);
+        engine.store.request_teardown(&env.id).await?;
+        let t = Instant::now();
+        engine.reconcile(&env.id).await?;
+        rows.entry("envd full: teardown (logs + free)".into())
+            .or_default()
+            .push(t.elapsed().as_secs_f64());
+        eprintln!("envd run {}: ready {ready:.2}s", i + 1);
+    }
+
+    // The same four services with docker-compose on the host engine, ready by the same probes.
+    let cdir = tempfile::tempdir()?;
+    std::fs::write(cdir.path().join("docker-compose.yml"), COMPOSE)?;
+    let facts = Facts {
+        env_id: String::new(),
+        env_name: String::new(),
+        node_ip: "127.0.0.1".into(),
+    };
+    let tpl = catalog.get("full")?;
+    let plan = Plan::render(&tpl.origin, &tpl.text, &BTreeMap::new(), &facts)?;
+    let host = envd::engine::host_docker().await?;
+    for i in 0..runs {
+        let compose = |args: &[&str]| {
+            Command::new("docker-compose")
+                .current_dir(cdir.path())
+                .args(["-p", "envdbench"])
+                .args(args)
+                .output()
+        };
+        let t = Instant::now();
+        let out = compose(&["up", "-d"])?;
+        anyhow::ensure!(
+            out.status.success(),
+            "docker-compose up: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for pod in &plan.pods {
+            let Some(r) = &pod.ready else { continue };
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while envd::engine::check(ip("127.0.0.1"), &host, pod, r)
+                .await
+                .is_err()
+            {
+                anyhow::ensure!(Instant::now() < deadline, "compose {} not ready", pod.name);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        let ready = t.elapsed().as_secs_f64();
+        rows.entry("compose: up + ready".into())
+            .or_default()
+            .push(ready);
+        let t = Instant::now();
+        let out = compose(&["down", "-v", "-t", "1"])?;
+        anyhow::ensure!(
+            out.status.success(),
+            "docker-compose down: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        rows.entry("compose: down".into())
+            .or_default()
+            .push(t.elapsed().as_secs_f64());
+        eprintln!("compose run {}: ready {ready:.2}s", i + 1);
+    }
+
+    println!("\n| what (p50 of {runs}) | seconds |\n| --- | --- |");
+    for (k, v) in &rows {
+        println!("| {k} | {:.2} |", p50(v.clone()));
+    }
+    let envd = p50(rows["envd full: ready"].clone());
+    let compose = p50(rows["compose: up + ready"].clone());
+    println!(
+        "| ratio envd ready / compose ready | {:.2} |",
+        envd / compose
+    );
+    Ok(())
+}
