@@ -11,22 +11,11 @@ use envd::service::Limits;
 use envd::store::Store;
 use serde_json::{Value, json};
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-}
+mod common;
 
 /// envd's API on 127.0.0.1:<random>, leasing from 10.213.204.0/24 only.
 async fn server() -> Option<(String, tempfile::TempDir)> {
-    let docker = envd::engine::host_docker().await;
-    if docker.is_err() || !is_root() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true: the API tests need root and the Docker Engine"
-        );
-        eprintln!("skipped on this developer run: needs root and Docker");
+    if !common::engine_available().await {
         return None;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -225,6 +214,10 @@ async fn every_route_and_every_error_kind() {
         Some(body),
     )
     .await;
+    let guard = common::Guard::default();
+    if let Some(id) = env["id"].as_str() {
+        guard.watch(id);
+    }
     assert_eq!(s, 201, "{env}");
     assert_eq!(env["state"], "ready", "{env}");
     let ip = env["node_ip"].as_str().unwrap().to_string();

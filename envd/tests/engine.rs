@@ -14,6 +14,9 @@ use envd::engine::{Engine, EngineConfig};
 use envd::service::{self, CreateRequest, Limits};
 use envd::store::{Created, Env, State, Store};
 
+mod common;
+use common::Guard;
+
 struct Harness {
     engine: Arc<Engine>,
     catalog: Catalog,
@@ -22,18 +25,7 @@ struct Harness {
 
 /// Each test leases from its own /24 of the pool so tests in parallel never share an IP.
 async fn harness(slice: u8, templates: Option<std::path::PathBuf>) -> Option<Harness> {
-    let docker = envd::engine::host_docker().await;
-    if docker.is_err() || !is_root() {
-        let why = format!(
-            "needs root and the Docker Engine (root: {}, docker: {:?})",
-            is_root(),
-            docker.err().map(|e| e.to_string())
-        );
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true: {why}"
-        );
-        eprintln!("skipped on this developer run: {why}");
+    if !common::engine_available().await {
         return None;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -66,13 +58,6 @@ fn before(ip: IpAddr) -> IpAddr {
 fn after(ip: IpAddr) -> IpAddr {
     let IpAddr::V4(v) = ip else { unreachable!() };
     IpAddr::V4((u32::from(v) + 1).into())
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
 }
 
 impl Harness {
@@ -163,24 +148,6 @@ impl Harness {
     }
 }
 
-/// Cleans up whatever a panicking test leaves: the env's objects on the host.
-struct Guard(Arc<Engine>, Vec<String>);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            return;
-        }
-        for id in &self.1 {
-            let _ = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(format!("docker rm -fv $(docker ps -aq --filter label=envd.env={id}) 2>/dev/null; docker volume rm -f $(docker volume ls -q --filter label=envd.env={id}) 2>/dev/null"))
-                .status();
-        }
-        let _ = &self.0;
-    }
-}
-
 fn archive_entries(path: &std::path::Path) -> BTreeMap<String, String> {
     let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("archive {}: {e}", path.display()));
     let mut a = tar::Archive::new(flate2::read::GzDecoder::new(f));
@@ -209,7 +176,8 @@ async fn full_env_answers_at_the_node_ip_then_leaves_nothing() {
             ],
         )
         .await;
-    let _guard = Guard(Arc::clone(&h.engine), vec![env.id.clone()]);
+    let guard = Guard::default();
+    guard.watch(&env.id);
     let env = h
         .wait(
             &env.id,
@@ -355,7 +323,8 @@ pods:
         return;
     };
     let env = h.create("broken", &[]).await;
-    let _guard = Guard(Arc::clone(&h.engine), vec![env.id.clone()]);
+    let guard = Guard::default();
+    guard.watch(&env.id);
     let env = h
         .wait(
             &env.id,
@@ -387,7 +356,9 @@ async fn two_envs_at_once_get_different_ips_and_both_answer() {
     };
     let a = h.create("minimal", &[]).await;
     let b = h.create("minimal", &[]).await;
-    let _guard = Guard(Arc::clone(&h.engine), vec![a.id.clone(), b.id.clone()]);
+    let guard = Guard::default();
+    guard.watch(&a.id);
+    guard.watch(&b.id);
     let a = h
         .wait(
             &a.id,
@@ -439,7 +410,8 @@ async fn a_restarted_node_gets_its_ip_and_pods_back() {
         return;
     };
     let env = h.create("minimal", &[]).await;
-    let _guard = Guard(Arc::clone(&h.engine), vec![env.id.clone()]);
+    let guard = Guard::default();
+    guard.watch(&env.id);
     let env = h
         .wait(
             &env.id,

@@ -1,0 +1,60 @@
+//! Helpers shared by envd's integration tests on the real engine.
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex};
+
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+}
+
+/// True when root and the Docker Engine are there; otherwise fails under CI=true and
+/// skips (saying why) on a developer's run.
+pub async fn engine_available() -> bool {
+    let docker = envd::engine::host_docker().await;
+    if docker.is_ok() && is_root() {
+        return true;
+    }
+    let why = format!(
+        "needs root and the Docker Engine (root: {}, docker: {:?})",
+        is_root(),
+        docker.err().map(|e| e.to_string())
+    );
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "CI=true: {why}"
+    );
+    eprintln!("skipped on this developer run: {why}");
+    false
+}
+
+/// Frees the host objects of the envs a test made when the test panics, so a failed
+/// run leaves nothing behind.
+#[derive(Clone, Default)]
+pub struct Guard(Arc<Mutex<Vec<String>>>);
+
+impl Guard {
+    pub fn watch(&self, env_id: &str) {
+        self.0.lock().unwrap().push(env_id.to_string());
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let ids = self.0.lock().map(|v| v.clone()).unwrap_or_default();
+        for id in ids {
+            let _ = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "docker rm -fv $(docker ps -aq --filter label=envd.env={id}) 2>/dev/null; \
+                     docker volume rm -f $(docker volume ls -q --filter label=envd.env={id}) 2>/dev/null"
+                ))
+                .status();
+        }
+    }
+}
