@@ -242,7 +242,7 @@ async fn run_inner(cmd: ClientCmd) -> Result<(), Fail> {
                 q.push(format!("state={s}"));
             }
             if let Some(k) = key {
-                q.push(format!("key={}", urlencode(&k)));
+                q.push(format!("key={}", envd::urlencode(&k)));
             }
             let (_, v) = call(Method::GET, &c, &format!("/v1/envs?{}", q.join("&")), None).await?;
             match output {
@@ -273,7 +273,7 @@ async fn run_inner(cmd: ClientCmd) -> Result<(), Fail> {
             let (_, v) = call(
                 Method::GET,
                 &c,
-                &format!("/v1/envs/{}", urlencode(&env)),
+                &format!("/v1/envs/{}", envd::urlencode(&env)),
                 None,
             )
             .await?;
@@ -282,8 +282,8 @@ async fn run_inner(cmd: ClientCmd) -> Result<(), Fail> {
         }
         ClientCmd::Rm { c, env, key, wait } => {
             let path = match (env, key) {
-                (Some(e), None) => format!("/v1/envs/{}?wait={wait}", urlencode(&e)),
-                (None, Some(k)) => format!("/v1/envs?key={}&wait={wait}", urlencode(&k)),
+                (Some(e), None) => format!("/v1/envs/{}?wait={wait}", envd::urlencode(&e)),
+                (None, Some(k)) => format!("/v1/envs?key={}&wait={wait}", envd::urlencode(&k)),
                 _ => {
                     return Err(Fail::Usage(
                         "name the env to remove: envd rm ID|NAME or envd rm --key KEY".into(),
@@ -298,7 +298,7 @@ async fn run_inner(cmd: ClientCmd) -> Result<(), Fail> {
             let url = format!(
                 "{}/v1/envs/{}/logs",
                 c.server.trim_end_matches('/'),
-                urlencode(&env)
+                envd::urlencode(&env)
             );
             let resp = reqwest::get(&url).await.map_err(|e| {
                 Fail::Unreachable(format!("cannot reach envd at {} ({e})", c.server))
@@ -325,7 +325,7 @@ async fn run_inner(cmd: ClientCmd) -> Result<(), Fail> {
             let (_, v) = call(
                 Method::GET,
                 &c,
-                &format!("/v1/envs/{}/events", urlencode(&env)),
+                &format!("/v1/envs/{}/events", envd::urlencode(&env)),
                 None,
             )
             .await?;
@@ -345,7 +345,7 @@ async fn run_inner(cmd: ClientCmd) -> Result<(), Fail> {
             let (_, v) = call(
                 Method::POST,
                 &c,
-                &format!("/v1/envs/{}/extend", urlencode(&env)),
+                &format!("/v1/envs/{}/extend", envd::urlencode(&env)),
                 Some(json!({ "ttl": ttl })),
             )
             .await?;
@@ -480,15 +480,4 @@ fn print_env(env: &Value, output: Output) {
             }
         }
     }
-}
-
-fn urlencode(v: &str) -> String {
-    v.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

@@ -11,3 +11,15 @@ pub mod spec;
 pub mod store;
 
 pub use error::{Error, Result};
+
+/// Percent-encodes everything but RFC 3986's unreserved characters (URL userinfo, paths).
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

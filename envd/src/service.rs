@@ -91,19 +91,7 @@ pub async fn create(
         None => limits.default_ttl,
     };
     if let Some(name) = &req.name {
-        let ok = !name.is_empty()
-            && name.len() <= 40
-            && name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-            && !name.starts_with('-');
-        if !ok {
-            return Err(Error::invalid(
-                "request",
-                "name",
-                format!("`{name}` is not a valid name: use 1-40 lowercase letters, digits and `-`"),
-            ));
-        }
+        crate::spec::check_name("request", "name", name)?;
     }
     if let Some(key) = &req.key
         && (key.is_empty() || key.len() > 200 || key.chars().any(|c| c.is_control()))

@@ -371,7 +371,8 @@ pub fn parse_memory(s: &str) -> std::result::Result<i64, String> {
         .ok_or_else(|| format!("`{s}` is out of range; Docker needs at least 6m"))
 }
 
-fn check_name(src: &str, field: &str, name: &str) -> Result<()> {
+/// Names of envs, pods and containers: short, lowercase, DNS-safe.
+pub fn check_name(src: &str, field: &str, name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 40
         && name

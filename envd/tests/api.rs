@@ -1,14 +1,11 @@
 //! The REST API against a real engine, over real HTTP: every route, the CI-key workflow,
 //! and every error kind as `application/problem+json` naming the field.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use envd::api::{AppState, router};
 use envd::catalog::Catalog;
-use envd::engine::{Engine, EngineConfig};
 use envd::service::Limits;
-use envd::store::Store;
 use serde_json::{Value, json};
 
 mod common;
@@ -19,19 +16,7 @@ async fn server() -> Option<(String, tempfile::TempDir)> {
         return None;
     }
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&format!(
-        "sqlite://{}",
-        dir.path().join("envd.db").display()
-    ))
-    .await
-    .unwrap();
-    let mut cfg = EngineConfig::with_data_dir(dir.path().to_path_buf());
-    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-    cfg.reserved = vec![
-        (ip("10.213.0.2"), ip("10.213.203.255")),
-        (ip("10.213.205.0"), ip("10.213.255.254")),
-    ];
-    let engine = Engine::new(store, cfg).await.unwrap();
+    let engine = common::engine(dir.path(), 204).await;
     let app = router(AppState {
         engine,
         catalog: Catalog::new(None),

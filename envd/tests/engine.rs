@@ -4,15 +4,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bollard::query_parameters::{ListContainersOptionsBuilder, ListVolumesOptionsBuilder};
 use envd::catalog::Catalog;
-use envd::engine::{Engine, EngineConfig};
+use envd::engine::Engine;
 use envd::service::{self, CreateRequest, Limits};
-use envd::store::{Created, Env, State, Store};
+use envd::store::{Created, Env, State};
 
 mod common;
 use common::Guard;
@@ -29,35 +28,12 @@ async fn harness(slice: u8, templates: Option<std::path::PathBuf>) -> Option<Har
         return None;
     }
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&format!(
-        "sqlite://{}",
-        dir.path().join("envd.db").display()
-    ))
-    .await
-    .unwrap();
-    let mut cfg = EngineConfig::with_data_dir(dir.path().to_path_buf());
-    let lo: IpAddr = format!("10.213.{slice}.1").parse().unwrap();
-    let hi: IpAddr = format!("10.213.{slice}.254").parse().unwrap();
-    cfg.reserved = vec![
-        ("10.213.0.2".parse().unwrap(), before(lo)),
-        (after(hi), "10.213.255.254".parse().unwrap()),
-    ];
-    let engine = Engine::new(store, cfg).await.unwrap();
+    let engine = common::engine(dir.path(), slice).await;
     Some(Harness {
         engine,
         catalog: Catalog::new(templates),
         _dir: dir,
     })
-}
-
-fn before(ip: IpAddr) -> IpAddr {
-    let IpAddr::V4(v) = ip else { unreachable!() };
-    IpAddr::V4((u32::from(v) - 1).into())
-}
-
-fn after(ip: IpAddr) -> IpAddr {
-    let IpAddr::V4(v) = ip else { unreachable!() };
-    IpAddr::V4((u32::from(v) + 1).into())
 }
 
 impl Harness {

@@ -124,7 +124,7 @@ pub async fn check(
         }
         CheckKind::Mongo => {
             let auth = match (&r.user, &r.password) {
-                (Some(u), Some(p)) => format!("{}:{}@", urlencode(u), urlencode(p)),
+                (Some(u), Some(p)) => format!("{}:{}@", crate::urlencode(u), crate::urlencode(p)),
                 _ => String::new(),
             };
             let uri = format!(
@@ -145,7 +145,7 @@ pub async fn check(
             let auth = r
                 .password
                 .as_deref()
-                .map(|p| format!(":{}@", urlencode(p)))
+                .map(|p| format!(":{}@", crate::urlencode(p)))
                 .unwrap_or_default();
             let client = redis::Client::open(format!("redis://{auth}{ip}:{port}/"))
                 .map_err(|e| e.to_string())?;
@@ -259,15 +259,4 @@ async fn last_log_lines(inner: &Docker, pod: &Pod) -> String {
         ));
     }
     out
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

@@ -1,7 +1,11 @@
 //! Helpers shared by envd's integration tests on the real engine.
 #![allow(dead_code)]
 
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+
+use envd::engine::{Engine, EngineConfig};
+use envd::store::Store;
 
 pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
@@ -57,4 +61,25 @@ impl Drop for Guard {
                 .status();
         }
     }
+}
+
+/// An engine on a fresh SQLite store in `dir` that leases only from 10.213.<slice>.0/24,
+/// so tests running at once never share an IP.
+pub async fn engine(dir: &std::path::Path, slice: u8) -> Arc<Engine> {
+    let store = Store::open(&format!("sqlite://{}", dir.join("envd.db").display()))
+        .await
+        .unwrap();
+    let mut cfg = EngineConfig::with_data_dir(dir.to_path_buf());
+    let ip = |s: String| s.parse::<IpAddr>().unwrap();
+    cfg.reserved = vec![
+        (
+            ip("10.213.0.2".into()),
+            ip(format!("10.213.{}.255", slice - 1)),
+        ),
+        (
+            ip(format!("10.213.{}.0", slice + 1)),
+            ip("10.213.255.254".into()),
+        ),
+    ];
+    Engine::new(store, cfg).await.unwrap()
 }
