@@ -294,14 +294,8 @@ impl Engine {
             .await?;
         self.step(env, "network", self.ensure_ip(env, &node))
             .await?;
-        self.step(
-            env,
-            "pods",
-            pods::ensure_pods(self, env, &node, &inner, &plan),
-        )
-        .await?;
-        self.step(env, "readiness", ready::wait_all(self, env, &inner, &plan))
-            .await?;
+        let pods = pods::ensure_pods_ready(self, env, &node, &inner, &plan);
+        self.step(env, "pods", pods).await?;
         Ok(())
     }
 

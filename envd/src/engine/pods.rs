@@ -83,6 +83,25 @@ pub(super) async fn ensure_pods(
     Ok(())
 }
 
+/// Starts every pod and waits for each to answer; a pod is probed as soon as it started,
+/// not after the slowest pod started.
+pub(super) async fn ensure_pods_ready(
+    engine: &Engine,
+    env: &Env,
+    node: &Node,
+    inner: &Docker,
+    plan: &Plan,
+) -> Result<()> {
+    ensure_network(inner, env).await?;
+    let pods = all_pods(engine, plan)?;
+    try_join_all(pods.iter().map(|pod| async move {
+        ensure_pod(engine, env, node, inner, pod).await?;
+        super::ready::wait_recorded(engine, env, inner, pod).await
+    }))
+    .await?;
+    Ok(())
+}
+
 async fn ensure_network(inner: &Docker, env: &Env) -> Result<()> {
     if inner.inspect_network(NETWORK, None).await.is_ok() {
         return Ok(());

@@ -8,43 +8,39 @@ use bollard::Docker;
 use bollard::exec::StartExecResults;
 use bollard::models::ExecConfig;
 use futures_util::StreamExt;
-use futures_util::future::try_join_all;
 
 use super::Engine;
 use crate::error::{Error, Result};
-use crate::spec::{CheckKind, DEFAULT_READY_DEADLINE, Plan, Pod, Ready};
+use crate::spec::{CheckKind, DEFAULT_READY_DEADLINE, Pod, Ready};
 use crate::store::Env;
 
-pub(super) async fn wait_all(
+/// Waits until one pod answers its check, and records how long that took.
+pub(super) async fn wait_recorded(
     engine: &Engine,
     env: &Env,
     inner: &Docker,
-    plan: &Plan,
+    pod: &Pod,
 ) -> Result<()> {
+    let Some(ready) = &pod.ready else {
+        return Ok(());
+    };
     let ip: IpAddr = env
         .node_ip
         .as_deref()
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| Error::step("readiness", "the env has no node IP"))?;
-    let pods = super::pods::all_pods(engine, plan)?;
-    try_join_all(pods.iter().map(|pod| async move {
-        let Some(ready) = &pod.ready else {
-            return Ok(());
-        };
-        let t = Instant::now();
-        wait_pod(ip, inner, pod, ready).await?;
-        engine
-            .store
-            .event(
-                &env.id,
-                &format!("ready:{}", pod.name),
-                &format!("{:?} check passed", ready.kind).to_lowercase(),
-                Some(t.elapsed()),
-            )
-            .await
-    }))
-    .await?;
-    Ok(())
+    let t = Instant::now();
+    wait_pod(ip, inner, pod, ready).await?;
+    let what = format!("{:?} check passed", ready.kind).to_lowercase();
+    engine
+        .store
+        .event(
+            &env.id,
+            &format!("ready:{}", pod.name),
+            &what,
+            Some(t.elapsed()),
+        )
+        .await
 }
 
 async fn wait_pod(ip: IpAddr, inner: &Docker, pod: &Pod, ready: &Ready) -> Result<()> {
