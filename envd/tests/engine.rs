@@ -435,3 +435,78 @@ async fn a_restarted_node_gets_its_ip_and_pods_back() {
     assert_eq!(h.teardown(&env.id).await.state, State::Gone);
     h.assert_nothing_left(&env).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn template_stubs_answer_and_exec_checks_gate_readiness() {
+    let dir = tempfile::tempdir().unwrap();
+    let tdir = dir.path().join("stubbed/1");
+    std::fs::create_dir_all(&tdir).unwrap();
+    std::fs::write(
+        tdir.join("template.yaml"),
+        r#"name: stubbed
+version: "1"
+variables:
+  - { variable: pw, default: s3cret }
+pods:
+  - name: cache
+    ports: [6379]
+    containers:
+      - name: redis
+        image: envd/redis:latest
+        env: { REDIS_PASSWORD: "{{ pw }}" }
+        memory: 64m
+    ready: { kind: exec, command: ["redis-cli", "-a", "{{ pw }}", "--no-auth-warning", "ping"], deadline: 30s }
+stubs:
+  - { method: GET, path: /pay/status, status: 200, json: { ok: true, env: "{{ env_name }}" } }
+"#,
+    )
+    .unwrap();
+    let Some(h) = harness(206, Some(dir.path().to_path_buf())).await else {
+        return;
+    };
+    let env = h.create("stubbed", &[]).await;
+    let guard = Guard::default();
+    guard.watch(&env.id);
+    let env = h
+        .wait(
+            &env.id,
+            &[State::Ready, State::Failed],
+            Duration::from_secs(180),
+        )
+        .await;
+    assert_eq!(env.state, State::Ready, "{:?}", env.error);
+    let ip = env.node_ip.clone().unwrap();
+    let resp = reqwest::get(format!("http://{ip}:9000/pay/status"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body, serde_json::json!({"ok": true, "env": env.name}));
+    let events = h.engine.store.events(&env.id, 0).await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.step == "ready:cache" && e.message.contains("exec"))
+    );
+    // The memory limit reached the inner engine.
+    let sock = h.engine.cfg.run_dir.join(&env.id).join("docker.sock");
+    let inner = bollard::Docker::connect_with_unix(
+        &sock.to_string_lossy(),
+        30,
+        bollard::API_DEFAULT_VERSION,
+    )
+    .unwrap()
+    .negotiate_version()
+    .await
+    .unwrap();
+    let info = inner
+        .inspect_container(
+            "cache-redis",
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await
+        .unwrap();
+    assert_eq!(info.host_config.unwrap().memory, Some(64 << 20));
+    assert_eq!(h.teardown(&env.id).await.state, State::Gone);
+    h.assert_nothing_left(&env).await;
+}
