@@ -31,6 +31,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
         .route("/v1/templates", get(templates))
         .route("/v1/envs", post(create).get(list).delete(delete_by_key))
         .route("/v1/envs/{id}", get(get_env).delete(delete))
@@ -221,6 +222,70 @@ impl From<&Env> for EnvView {
 #[utoipa::path(get, path = "/healthz", responses((status = 200, description = "envd is up")))]
 async fn healthz() -> &'static str {
     "ok"
+}
+
+/// Prometheus text: envs by state, create and teardown durations, pool use.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "text/plain", description = "Prometheus metrics")))]
+async fn metrics(State(s): State<AppState>) -> ApiResult<Response> {
+    use std::fmt::Write;
+    let store = &s.engine.store;
+    let mut out = String::new();
+    let counts = store.state_counts().await?;
+    let _ = writeln!(
+        out,
+        "# HELP envd_envs Environments by state.\n# TYPE envd_envs gauge"
+    );
+    for state in [
+        "requested",
+        "creating",
+        "ready",
+        "collecting",
+        "freeing",
+        "failed",
+        "gone",
+    ] {
+        let n = counts
+            .iter()
+            .find(|(k, _)| k == state)
+            .map(|(_, n)| *n)
+            .unwrap_or(0);
+        let _ = writeln!(out, "envd_envs{{state=\"{state}\"}} {n}");
+    }
+    for (step, name, help) in [
+        (
+            "ready",
+            "envd_create_duration_seconds",
+            "From request to ready.",
+        ),
+        (
+            "freeing",
+            "envd_teardown_free_duration_seconds",
+            "Freeing a torn-down env's objects.",
+        ),
+        (
+            "collecting",
+            "envd_teardown_logs_duration_seconds",
+            "Archiving a torn-down env's logs.",
+        ),
+    ] {
+        let (sum, count) = store.step_durations(step).await?;
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} summary\n{name}_sum {sum}\n{name}_count {count}"
+        );
+    }
+    let pool = s.engine.cfg.pool()?;
+    let _ = writeln!(
+        out,
+        "# HELP envd_pool_leases Node IPs leased.\n# TYPE envd_pool_leases gauge\nenvd_pool_leases {}",
+        store.lease_count().await?
+    );
+    let _ = writeln!(
+        out,
+        "# HELP envd_pool_capacity Node IPs in the pool.\n# TYPE envd_pool_capacity gauge\nenvd_pool_capacity {}",
+        pool.capacity()
+    );
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
 }
 
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {

@@ -440,6 +440,32 @@ impl Store {
         Ok(Some(ip))
     }
 
+    /// Counts for `/metrics`: envs by state, leases, and the sum/count of the durations
+    /// recorded for `step` events (e.g. `ready`, `freeing`).
+    pub async fn state_counts(&self) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query("SELECT state, COUNT(*) FROM envs GROUP BY state")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
+    pub async fn lease_count(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) FROM leases")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    pub async fn step_durations(&self, step: &str) -> Result<(f64, i64)> {
+        let row = sqlx::query("SELECT CAST(COALESCE(SUM(duration_ms), 0) AS BIGINT), COUNT(duration_ms) FROM events WHERE step = $1")
+            .bind(step)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((row.try_get::<i64, _>(0)? as f64 / 1000.0, row.try_get(1)?))
+    }
+
     pub async fn release_lease(&self, id: &str) -> Result<()> {
         sqlx::query("DELETE FROM leases WHERE env_id = $1")
             .bind(id)
