@@ -38,6 +38,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/envs/{id}/extend", post(extend))
         .route("/v1/envs/{id}/logs", get(logs))
         .route("/v1/envs/{id}/events", get(events))
+        .route("/v1/jobs/{name}/run", post(run_job))
         .fallback(not_found)
         .with_state(state)
 }
@@ -608,4 +609,37 @@ fn event_stream(
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     })
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+struct JobParams {
+    /// Only list what the job would free.
+    #[serde(default)]
+    dry_run: bool,
+    /// Leave objects younger than this alone (default 10m).
+    grace: Option<String>,
+}
+
+/// Runs a job now: `sweep` frees host objects of no live env.
+#[utoipa::path(post, path = "/v1/jobs/{name}/run", params(("name" = String, Path, description = "sweep"), JobParams),
+    responses((status = 200, description = "what the job found, and whether each was freed"), (status = 404, body = Problem), (status = 422, body = Problem)))]
+async fn run_job(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<JobParams>,
+) -> ApiResult<Json<Vec<crate::engine::Orphan>>> {
+    if name != "sweep" {
+        return Err(Error::NotFound(format!("job `{name}` (jobs: sweep)")).into());
+    }
+    let grace = match &q.grace {
+        Some(g) => humantime::parse_duration(g).map_err(|e| {
+            Error::invalid(
+                "query",
+                "grace",
+                format!("`{g}` is not a duration ({e}); write e.g. 10m"),
+            )
+        })?,
+        None => crate::engine::SWEEP_GRACE,
+    };
+    Ok(Json(s.engine.sweep(grace, q.dry_run).await?))
 }

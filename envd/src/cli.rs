@@ -66,10 +66,32 @@ pub enum ClientCmd {
         #[arg(long)]
         ttl: String,
     },
+    /// Run a job now: `envd jobs run sweep [--dry-run]`.
+    Jobs {
+        #[command(flatten)]
+        c: Conn,
+        #[command(subcommand)]
+        cmd: JobsCmd,
+    },
     /// List the template catalog.
     Templates {
         #[command(flatten)]
         c: Conn,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum JobsCmd {
+    /// Run one job now.
+    Run {
+        /// `sweep`: free host objects (containers, volumes, veths, leases) of no live env.
+        name: String,
+        /// Only list what it would free.
+        #[arg(long)]
+        dry_run: bool,
+        /// Leave objects younger than this alone.
+        #[arg(long, default_value = "10m")]
+        grace: String,
     },
 }
 
@@ -350,6 +372,45 @@ async fn run_inner(cmd: ClientCmd) -> Result<(), Fail> {
             )
             .await?;
             println!("{} expires at {}", s(&v["name"]), s(&v["expires_at"]));
+            Ok(())
+        }
+        ClientCmd::Jobs {
+            c,
+            cmd:
+                JobsCmd::Run {
+                    name,
+                    dry_run,
+                    grace,
+                },
+        } => {
+            let path = format!(
+                "/v1/jobs/{}/run?dry_run={dry_run}&grace={}",
+                envd::urlencode(&name),
+                envd::urlencode(&grace)
+            );
+            let (_, v) = call(Method::POST, &c, &path, None).await?;
+            let found = v.as_array().cloned().unwrap_or_default();
+            for o in &found {
+                let what = if o["freed"] == true {
+                    "freed"
+                } else if dry_run {
+                    "would free"
+                } else {
+                    "NOT freed"
+                };
+                println!(
+                    "{what:<10} {:<9} {:<40} env {} {}",
+                    s(&o["kind"]),
+                    s(&o["name"]),
+                    s(&o["env_id"]),
+                    s(&o["error"])
+                );
+            }
+            println!(
+                "{} {name}: {} orphan(s)",
+                if dry_run { "dry run of" } else { "ran" },
+                found.len()
+            );
             Ok(())
         }
         ClientCmd::Templates { c } => {

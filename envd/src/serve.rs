@@ -194,11 +194,21 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The reaper and the periodic reconcile that catches drift (node restarts).
+/// The reaper, the orphan sweep and the periodic reconcile that catches drift (node restarts).
 async fn jobs(engine: Arc<Engine>) {
     let mut tick = tokio::time::interval(Duration::from_secs(15));
+    let mut n: u64 = 0;
     loop {
         tick.tick().await;
+        n += 1;
+        // Every 5 minutes: free what belongs to no env.
+        if n.is_multiple_of(20) {
+            match engine.sweep(envd::engine::SWEEP_GRACE, false).await {
+                Ok(found) if !found.is_empty() => tracing::info!(?found, "sweep freed orphans"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("sweep: {e}"),
+            }
+        }
         match engine.store.expired_ids(envd::store::now_ms()).await {
             Ok(ids) => {
                 for id in ids {

@@ -451,6 +451,26 @@ impl Store {
             .collect()
     }
 
+    /// Envs that may hold host objects: not finished, or failed and kept for debugging.
+    pub async fn holding_ids(&self) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT id FROM envs WHERE state NOT IN ('gone', 'failed') OR (state = 'failed' AND keep_on_failure = 1)")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<String, _>(0)?))
+            .collect()
+    }
+
+    /// Every lease as (ip, env id).
+    pub async fn leases(&self) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query("SELECT ip, env_id FROM leases ORDER BY ip")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
     pub async fn lease_count(&self) -> Result<i64> {
         let row = sqlx::query("SELECT COUNT(*) FROM leases")
             .fetch_one(&self.pool)

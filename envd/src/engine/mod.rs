@@ -6,6 +6,7 @@ mod archive;
 mod node;
 mod pods;
 mod ready;
+mod sweep;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -23,6 +24,10 @@ use crate::store::{Env, State, Store};
 
 pub use node::{NodeMode, host_docker};
 pub use ready::check;
+pub use sweep::Orphan;
+
+/// Objects younger than this are never swept: their env may be being created.
+pub const SWEEP_GRACE: Duration = Duration::from_secs(600);
 
 /// The stubs sidecar's port, published on the node IP of every env.
 pub const STUBS_PORT: u16 = 9000;
