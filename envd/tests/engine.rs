@@ -124,6 +124,15 @@ impl Harness {
     }
 }
 
+/// A templates directory holding one template, `<name>/1/template.yaml`.
+fn template_dir(name: &str, yaml: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let tdir = dir.path().join(name).join("1");
+    std::fs::create_dir_all(&tdir).unwrap();
+    std::fs::write(tdir.join("template.yaml"), yaml).unwrap();
+    dir
+}
+
 fn archive_entries(path: &std::path::Path) -> BTreeMap<String, String> {
     let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("archive {}: {e}", path.display()));
     let mut a = tar::Archive::new(flate2::read::GzDecoder::new(f));
@@ -276,11 +285,8 @@ async fn full_env_answers_at_the_node_ip_then_leaves_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_pod_that_cannot_start_fails_the_env_with_its_cause_and_frees_all() {
-    let dir = tempfile::tempdir().unwrap();
-    let tdir = dir.path().join("broken/1");
-    std::fs::create_dir_all(&tdir).unwrap();
-    std::fs::write(
-        tdir.join("template.yaml"),
+    let dir = template_dir(
+        "broken",
         r#"name: broken
 version: "1"
 deadline: 60s
@@ -293,8 +299,7 @@ pods:
         command: ["sh", "-c", "echo cannot-start-db >&2; exit 3"]
     ready: { kind: tcp, port: 6390, deadline: 5s }
 "#,
-    )
-    .unwrap();
+    );
     let Some(h) = harness(202, Some(dir.path().to_path_buf())).await else {
         return;
     };
@@ -438,11 +443,8 @@ async fn a_restarted_node_gets_its_ip_and_pods_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn template_stubs_answer_and_exec_checks_gate_readiness() {
-    let dir = tempfile::tempdir().unwrap();
-    let tdir = dir.path().join("stubbed/1");
-    std::fs::create_dir_all(&tdir).unwrap();
-    std::fs::write(
-        tdir.join("template.yaml"),
+    let dir = template_dir(
+        "stubbed",
         r#"name: stubbed
 version: "1"
 variables:
@@ -459,8 +461,7 @@ pods:
 stubs:
   - { method: GET, path: /pay/status, status: 200, json: { ok: true, env: "{{ env_name }}" } }
 "#,
-    )
-    .unwrap();
+    );
     let Some(h) = harness(206, Some(dir.path().to_path_buf())).await else {
         return;
     };

@@ -3,15 +3,14 @@
 //! `<data-dir>/logs/<env-id>.tar.gz` laid out as `<pod>/<container>.log` and
 //! `<pod>/files/...`. Best effort: whatever can be read is kept, and the summary says what.
 
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::time::Duration;
 
 use bollard::Docker;
-use bollard::query_parameters::{ListContainersOptionsBuilder, LogsOptionsBuilder};
+use bollard::query_parameters::LogsOptionsBuilder;
 use futures_util::StreamExt;
 
-use super::node::{LABEL_ENV, LOG_DIR};
+use super::node::{LABEL_ENV, LOG_DIR, labelled_containers};
 use super::pods::{LABEL_CONTAINER, LABEL_POD};
 use super::{Engine, STUBS_PORT};
 use crate::store::Env;
@@ -70,14 +69,7 @@ async fn container_logs(
     env: &Env,
     tar: &mut tar::Builder<Vec<u8>>,
 ) -> Result<usize, String> {
-    let filter = HashMap::from([("label".to_string(), vec![format!("{LABEL_ENV}={}", env.id)])]);
-    let list = inner
-        .list_containers(Some(
-            ListContainersOptionsBuilder::default()
-                .all(true)
-                .filters(&filter)
-                .build(),
-        ))
+    let list = labelled_containers(inner, &format!("{LABEL_ENV}={}", env.id))
         .await
         .map_err(|e| e.to_string())?;
     let mut n = 0;

@@ -297,19 +297,42 @@ pub async fn wait_inner(node: &Node) -> Result<Docker> {
     ))
 }
 
+/// Every container (running or not) carrying `label` (`key` or `key=value`).
+pub(super) async fn labelled_containers(
+    docker: &Docker,
+    label: &str,
+) -> std::result::Result<Vec<bollard::models::ContainerSummary>, bollard::errors::Error> {
+    let filter = HashMap::from([("label".to_string(), vec![label.to_string()])]);
+    let opts = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filter)
+        .build();
+    docker.list_containers(Some(opts)).await
+}
+
+/// Every volume carrying `label` (`key` or `key=value`).
+pub(super) async fn labelled_volumes(
+    docker: &Docker,
+    label: &str,
+) -> std::result::Result<Vec<bollard::models::Volume>, bollard::errors::Error> {
+    let filter = HashMap::from([("label".to_string(), vec![label.to_string()])]);
+    let opts = ListVolumesOptionsBuilder::default()
+        .filters(&filter)
+        .build();
+    Ok(docker
+        .list_volumes(Some(opts))
+        .await?
+        .volumes
+        .unwrap_or_default())
+}
+
 /// Frees everything of the env on the host: containers, volumes, the veth, its cgroups
 /// and socket dir. Best effort: carries on past errors, "not found" is success.
 pub(super) async fn free(engine: &Engine, env: &Env) -> Result<()> {
     let host = &engine.host;
     let mut errors: Vec<String> = vec![];
-    let filter = HashMap::from([("label".to_string(), vec![format!("{LABEL_ENV}={}", env.id)])]);
-    let containers = host
-        .list_containers(Some(
-            ListContainersOptionsBuilder::default()
-                .all(true)
-                .filters(&filter)
-                .build(),
-        ))
+    let label = format!("{LABEL_ENV}={}", env.id);
+    let containers = labelled_containers(host, &label)
         .await
         .ctx(|| "listing the env's containers".into())?;
     for c in containers {
@@ -327,15 +350,10 @@ pub(super) async fn free(engine: &Engine, env: &Env) -> Result<()> {
             errors.push(e.to_string());
         }
     }
-    let vols = host
-        .list_volumes(Some(
-            ListVolumesOptionsBuilder::default()
-                .filters(&filter)
-                .build(),
-        ))
+    let vols = labelled_volumes(host, &label)
         .await
         .ctx(|| "listing the env's volumes".into())?;
-    for v in vols.volumes.unwrap_or_default() {
+    for v in vols {
         let opts = RemoveVolumeOptionsBuilder::default().force(true).build();
         if let Err(e) = host
             .remove_volume(&v.name, Some(opts))

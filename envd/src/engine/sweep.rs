@@ -4,17 +4,14 @@
 //! left alone (an env being created right now). One envd (or one shared store) per
 //! Docker host: another store's envs would look like orphans here.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
-use bollard::query_parameters::{
-    ListContainersOptionsBuilder, ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder,
-    RemoveVolumeOptionsBuilder,
-};
+use bollard::query_parameters::{RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder};
 use serde::Serialize;
 
 use super::Engine;
-use super::node::LABEL_ENV;
+use super::node::{LABEL_ENV, labelled_containers, labelled_volumes};
 use crate::error::{DockerContext, Result};
 
 #[derive(Debug, Clone, Serialize)]
@@ -35,17 +32,9 @@ impl Engine {
         let holding: HashSet<String> = self.store.holding_ids().await?.into_iter().collect();
         let now = chrono::Utc::now().timestamp();
         let old_enough = |created: i64| now - created >= grace.as_secs() as i64;
-        let filter = HashMap::from([("label".to_string(), vec![LABEL_ENV.to_string()])]);
         let mut out = vec![];
 
-        let containers = self
-            .host
-            .list_containers(Some(
-                ListContainersOptionsBuilder::default()
-                    .all(true)
-                    .filters(&filter)
-                    .build(),
-            ))
+        let containers = labelled_containers(&self.host, LABEL_ENV)
             .await
             .ctx(|| "listing envd's containers".into())?;
         for c in containers {
@@ -84,16 +73,10 @@ impl Engine {
             out.push(o);
         }
 
-        let volumes = self
-            .host
-            .list_volumes(Some(
-                ListVolumesOptionsBuilder::default()
-                    .filters(&filter)
-                    .build(),
-            ))
+        let volumes = labelled_volumes(&self.host, LABEL_ENV)
             .await
             .ctx(|| "listing envd's volumes".into())?;
-        for v in volumes.volumes.unwrap_or_default() {
+        for v in volumes {
             let env_id = v.labels.get(LABEL_ENV).cloned().unwrap_or_default();
             let created = v
                 .created_at
