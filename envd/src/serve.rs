@@ -209,20 +209,8 @@ async fn jobs(engine: Arc<Engine>) {
                 Err(e) => tracing::warn!("sweep: {e}"),
             }
         }
-        match engine.store.expired_ids(envd::store::now_ms()).await {
-            Ok(ids) => {
-                for id in ids {
-                    tracing::info!(env = %id, "TTL expired: tearing down");
-                    if engine.store.request_teardown(&id).await.is_ok() {
-                        let _ = engine
-                            .store
-                            .event(&id, "expired", "TTL expired", None)
-                            .await;
-                        engine.kick(&id);
-                    }
-                }
-            }
-            Err(e) => tracing::warn!("reaper: {e}"),
+        if let Err(e) = engine.reap().await {
+            tracing::warn!("reaper: {e}");
         }
         if let Err(e) = engine.resync().await {
             tracing::warn!("resync: {e}");

@@ -511,3 +511,59 @@ stubs:
     assert_eq!(h.teardown(&env.id).await.state, State::Gone);
     h.assert_nothing_left(&env).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_reaper_tears_down_an_expired_env_with_its_logs() {
+    let Some(h) = harness(208, None).await else {
+        return;
+    };
+    let req = CreateRequest {
+        template: "minimal".into(),
+        ttl: Some("12s".into()),
+        ..Default::default()
+    };
+    let Created::New(env) = service::create(&h.engine.store, &h.catalog, &Limits::default(), req)
+        .await
+        .unwrap()
+    else {
+        panic!("new")
+    };
+    let guard = Guard::default();
+    guard.watch(&env.id);
+    h.engine.kick(&env.id);
+    let env = h
+        .wait(
+            &env.id,
+            &[State::Ready, State::Failed],
+            Duration::from_secs(120),
+        )
+        .await;
+    assert_eq!(env.state, State::Ready, "{:?}", env.error);
+    if env.expires_at - envd::store::now_ms() > 1000 {
+        assert!(
+            h.engine.reap().await.unwrap().is_empty(),
+            "reaped before expiry"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(
+        (env.expires_at - envd::store::now_ms()).max(0) as u64 + 100,
+    ))
+    .await;
+    assert_eq!(h.engine.reap().await.unwrap(), vec![env.id.clone()]);
+    let gone = h
+        .wait(
+            &env.id,
+            &[State::Gone, State::Failed],
+            Duration::from_secs(60),
+        )
+        .await;
+    assert_eq!(gone.state, State::Gone);
+    h.assert_nothing_left(&env).await;
+    assert!(archive_entries(&h.engine.cfg.archive_path(&env.id)).contains_key("redis/redis.log"));
+    let events = h.engine.store.events(&env.id, 0).await.unwrap();
+    assert!(events.iter().any(|e| e.step == "expired"));
+    assert!(
+        h.engine.reap().await.unwrap().is_empty(),
+        "a gone env is not reaped again"
+    );
+}

@@ -172,6 +172,19 @@ impl Engine {
         Ok(())
     }
 
+    /// The reaper: asks for the teardown of every env whose TTL has passed (logs are
+    /// archived first, as for any teardown). Returns their ids.
+    pub async fn reap(self: &Arc<Self>) -> Result<Vec<String>> {
+        let ids = self.store.expired_ids(crate::store::now_ms()).await?;
+        for id in &ids {
+            tracing::info!(env = %id, "TTL expired: tearing down");
+            self.store.request_teardown(id).await?;
+            self.store.event(id, "expired", "TTL expired", None).await?;
+            self.kick(id);
+        }
+        Ok(ids)
+    }
+
     fn lock_for(&self, id: &str) -> Arc<AsyncMutex<()>> {
         let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
         Arc::clone(locks.entry(id.to_string()).or_default())
