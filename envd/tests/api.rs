@@ -12,11 +12,16 @@ mod common;
 
 /// envd's API on 127.0.0.1:<random>, leasing from 10.213.204.0/24 only.
 async fn server() -> Option<(String, tempfile::TempDir)> {
+    server_in(204).await
+}
+
+/// envd's API on 127.0.0.1:<random>, leasing from 10.213.<slice>.0/24 only.
+async fn server_in(slice: u8) -> Option<(String, tempfile::TempDir)> {
     if !common::engine_available().await {
         return None;
     }
     let dir = tempfile::tempdir().unwrap();
-    let engine = common::engine(dir.path(), 204).await;
+    let engine = common::engine(dir.path(), slice).await;
     let app = router(AppState {
         engine,
         catalog: Catalog::new(None),
@@ -282,4 +287,49 @@ async fn every_route_and_every_error_kind() {
         409,
         "live",
     );
+}
+
+/// 20 creates at once through the API: distinct IPs, all ready (the store's lease
+/// transaction and SQLite's busy handling under contention), then all freed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_creates_at_once_get_distinct_ips_and_end_ready() {
+    let Some((base, _dir)) = server_in(210).await else {
+        return;
+    };
+    let guard = common::Guard::default();
+    let creates = (0..20).map(|_| {
+        let base = base.clone();
+        async move {
+            call(
+                reqwest::Method::POST,
+                &format!("{base}/v1/envs?wait=true&timeout=5m"),
+                Some(r#"{"template":"minimal"}"#),
+            )
+            .await
+        }
+    });
+    let results = futures_util::future::join_all(creates).await;
+    let mut ips = std::collections::HashSet::new();
+    for (status, _, env) in &results {
+        if let Some(id) = env["id"].as_str() {
+            guard.watch(id);
+        }
+        assert_eq!(*status, 201, "{env}");
+        assert_eq!(env["state"], "ready", "{env}");
+        assert!(
+            ips.insert(env["node_ip"].as_str().unwrap().to_string()),
+            "IP leased twice: {env}"
+        );
+    }
+    let deletes = results.iter().map(|(_, _, env)| {
+        let url = format!("{base}/v1/envs/{}?wait=true", env["id"].as_str().unwrap());
+        async move { call(reqwest::Method::DELETE, &url, None).await }
+    });
+    for (status, _, env) in futures_util::future::join_all(deletes).await {
+        assert_eq!(
+            (status, env["state"].as_str()),
+            (200, Some("gone")),
+            "{env}"
+        );
+    }
 }

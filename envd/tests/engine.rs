@@ -567,3 +567,41 @@ async fn the_reaper_tears_down_an_expired_env_with_its_logs() {
         "a gone env is not reaped again"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_exhausted_pool_fails_the_env_clearly_and_takes_nothing() {
+    if !common::engine_available().await {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = envd::store::Store::open(&format!(
+        "sqlite://{}",
+        dir.path().join("envd.db").display()
+    ))
+    .await
+    .unwrap();
+    let mut cfg = envd::engine::EngineConfig::with_data_dir(dir.path().to_path_buf());
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    // A pool of no address at all: every one reserved.
+    cfg.reserved = vec![(ip("10.213.0.0"), ip("10.213.255.255"))];
+    let h = Harness {
+        engine: Engine::new(store, cfg).await.unwrap(),
+        catalog: Catalog::new(None),
+        _dir: dir,
+    };
+    let env = h.create("minimal", &[]).await;
+    let env = h
+        .wait(
+            &env.id,
+            &[State::Failed, State::Ready],
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(env.state, State::Failed);
+    let error = env.error.clone().unwrap();
+    assert!(
+        error.contains("no free address") && error.contains("widen the pool"),
+        "{error}"
+    );
+    h.assert_nothing_left(&env).await;
+}

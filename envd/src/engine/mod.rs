@@ -217,10 +217,23 @@ impl Engine {
                 Ok(Action::Done)
             }
             State::Requested => {
-                self.store
+                let leased = self
+                    .store
                     .lease_and_create(id, &self.pool, &self.cfg.cidr.to_string())
-                    .await?;
-                Ok(Action::Requeue(Duration::ZERO))
+                    .await;
+                match leased {
+                    Ok(_) => Ok(Action::Requeue(Duration::ZERO)),
+                    // Nothing was taken yet: the env fails at once with the reason.
+                    Err(e @ Error::PoolExhausted(_)) => {
+                        let cause = format!("lease failed: {e}");
+                        self.store.event(id, "failed", &cause, None).await?;
+                        self.store
+                            .set_state(id, State::Failed, "lease", Some(&cause))
+                            .await?;
+                        Ok(Action::Done)
+                    }
+                    Err(e) => Err(e),
+                }
             }
             State::Creating => {
                 let plan_deadline = self.plan(&env)?.deadline();
