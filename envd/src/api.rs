@@ -363,11 +363,16 @@ async fn create(
         })?,
         None => Duration::from_secs(600),
     };
+    let recreate = req.recreate;
     let (status, env) = match service::create(&s.engine.store, &s.catalog, &s.limits, req).await? {
         Created::New(env) => (StatusCode::CREATED, env),
         Created::Existing(env) => (StatusCode::OK, env),
     };
     s.engine.kick(&env.id);
+    if recreate {
+        // The replaced env was asked to go: let the engine see it now, not at the next resync.
+        s.engine.resync().await?;
+    }
     let env = if q.wait {
         let settled = [EnvState::Ready, EnvState::Failed, EnvState::Gone];
         wait_for(&s, &env.id, &settled, timeout).await?
