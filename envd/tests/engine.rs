@@ -57,6 +57,29 @@ impl Harness {
         env
     }
 
+    /// Creates an env and waits until it is ready (failing the test with its error
+    /// otherwise); the guard frees it if the test panics later.
+    async fn ready(&self, template: &str, answers: &[(&str, &str)]) -> (Env, Guard) {
+        let env = self.create(template, answers).await;
+        let guard = Guard::default();
+        guard.watch(&env.id);
+        let env = self
+            .wait(
+                &env.id,
+                &[State::Ready, State::Failed],
+                Duration::from_secs(240),
+            )
+            .await;
+        assert_eq!(
+            env.state,
+            State::Ready,
+            "{} failed: {:?}",
+            env.name,
+            env.error
+        );
+        (env, guard)
+    }
+
     async fn wait(&self, id: &str, want: &[State], limit: Duration) -> Env {
         let t = Instant::now();
         loop {
@@ -152,25 +175,11 @@ async fn full_env_answers_at_the_node_ip_then_leaves_nothing() {
     let Some(h) = harness(201, None).await else {
         return;
     };
-    let env = h
-        .create(
-            "full",
-            &[
-                ("mysql_root_password", "pw-mysql"),
-                ("redis_password", "pw-redis"),
-            ],
-        )
-        .await;
-    let guard = Guard::default();
-    guard.watch(&env.id);
-    let env = h
-        .wait(
-            &env.id,
-            &[State::Ready, State::Failed],
-            Duration::from_secs(240),
-        )
-        .await;
-    assert_eq!(env.state, State::Ready, "failed: {:?}", env.error);
+    let answers = [
+        ("mysql_root_password", "pw-mysql"),
+        ("redis_password", "pw-redis"),
+    ];
+    let (env, _guard) = h.ready("full", &answers).await;
     let ip = env.node_ip.clone().unwrap();
     assert!(ip.starts_with("10.213.201."), "{ip}");
 
@@ -390,17 +399,7 @@ async fn a_restarted_node_gets_its_ip_and_pods_back() {
     let Some(h) = harness(205, None).await else {
         return;
     };
-    let env = h.create("minimal", &[]).await;
-    let guard = Guard::default();
-    guard.watch(&env.id);
-    let env = h
-        .wait(
-            &env.id,
-            &[State::Ready, State::Failed],
-            Duration::from_secs(180),
-        )
-        .await;
-    assert_eq!(env.state, State::Ready, "{:?}", env.error);
+    let (env, _guard) = h.ready("minimal", &[]).await;
     let ip = env.node_ip.clone().unwrap();
     let node = format!("envd-{}-{}", env.name, env.short_id());
     let out = std::process::Command::new("docker")
@@ -465,17 +464,7 @@ stubs:
     let Some(h) = harness(206, Some(dir.path().to_path_buf())).await else {
         return;
     };
-    let env = h.create("stubbed", &[]).await;
-    let guard = Guard::default();
-    guard.watch(&env.id);
-    let env = h
-        .wait(
-            &env.id,
-            &[State::Ready, State::Failed],
-            Duration::from_secs(180),
-        )
-        .await;
-    assert_eq!(env.state, State::Ready, "{:?}", env.error);
+    let (env, _guard) = h.ready("stubbed", &[]).await;
     let ip = env.node_ip.clone().unwrap();
     let resp = reqwest::get(format!("http://{ip}:9000/pay/status"))
         .await

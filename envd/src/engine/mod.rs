@@ -325,7 +325,7 @@ impl Engine {
             .await?;
         self.step(env, "network", self.ensure_ip(env, &node))
             .await?;
-        let pods = pods::ensure_pods_ready(self, env, &node, &inner, &plan);
+        let pods = pods::ensure_pods(self, env, &node, &inner, &plan, true);
         self.step(env, "pods", pods).await?;
         Ok(())
     }
@@ -336,7 +336,7 @@ impl Engine {
         let inner = node::wait_inner(&node).await?;
         self.ensure_ip(env, &node).await?;
         let plan = self.plan(env)?;
-        pods::ensure_pods(self, env, &node, &inner, &plan).await
+        pods::ensure_pods(self, env, &node, &inner, &plan, false).await
     }
 
     async fn teardown(&self, env: &Env) -> Result<()> {
