@@ -11,6 +11,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use utoipa::OpenApi;
 
@@ -530,9 +531,27 @@ async fn extend(
     )))
 }
 
-#[utoipa::path(get, path = "/v1/envs/{id}/logs", params(("id" = String, Path)), responses((status = 200, content_type = "application/gzip", description = "the log archive"), (status = 404, body = Problem), (status = 409, body = Problem)))]
-async fn logs(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+#[derive(Deserialize, utoipa::IntoParams)]
+struct LogParams {
+    /// Follow a running env's pods instead of fetching the archive.
+    #[serde(default)]
+    follow: bool,
+    /// With `follow`: how many past lines of each container first (default 100).
+    tail: Option<u32>,
+}
+
+#[utoipa::path(get, path = "/v1/envs/{id}/logs", params(("id" = String, Path), LogParams), responses((status = 200, content_type = "application/gzip", description = "the log archive; with ?follow=true a live text tail, `<pod>/<container> | line`"), (status = 404, body = Problem), (status = 409, body = Problem)))]
+async fn logs(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<LogParams>,
+) -> ApiResult<Response> {
     let env = s.engine.store.get(&id).await?;
+    if q.follow {
+        let lines = s.engine.live_logs(&env, q.tail.unwrap_or(100)).await?;
+        let body = axum::body::Body::from_stream(lines.map(Ok::<_, std::convert::Infallible>));
+        return Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response());
+    }
     let path = s.engine.cfg.archive_path(&env.id);
     match tokio::fs::read(&path).await {
         Ok(bytes) => Ok((
@@ -550,7 +569,7 @@ async fn logs(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Re
             StatusCode::CONFLICT,
             "No archive yet".into(),
             format!(
-                "environment `{}` is {}: its logs are archived at teardown; remove it first (DELETE /v1/envs/{})",
+                "environment `{}` is {}: its logs are archived at teardown; follow them live with ?follow=true, or remove it first (DELETE /v1/envs/{})",
                 env.name,
                 env.state.as_str(),
                 env.name

@@ -49,8 +49,14 @@ pub enum ClientCmd {
         #[command(flatten)]
         c: Conn,
         env: String,
-        #[arg(long, short = 'O')]
+        #[arg(long, short = 'O', conflicts_with = "follow")]
         output: Option<std::path::PathBuf>,
+        /// Follow a running env's pods live instead of fetching the archive.
+        #[arg(long, short)]
+        follow: bool,
+        /// With --follow: past lines of each container to show first.
+        #[arg(long, default_value_t = 100)]
+        tail: u32,
     },
     /// Show an environment's recorded steps and their timings.
     Events {
@@ -316,9 +322,15 @@ async fn run_inner(cmd: ClientCmd) -> Result<(), Fail> {
             println!("{} {}", s(&v["name"]), s(&v["state"]));
             Ok(())
         }
-        ClientCmd::Logs { c, env, output } => {
+        ClientCmd::Logs {
+            c,
+            env,
+            output,
+            follow,
+            tail,
+        } => {
             let url = format!(
-                "{}/v1/envs/{}/logs",
+                "{}/v1/envs/{}/logs?follow={follow}&tail={tail}",
                 c.server.trim_end_matches('/'),
                 envd::urlencode(&env)
             );
@@ -332,6 +344,21 @@ async fn run_inner(cmd: ClientCmd) -> Result<(), Fail> {
                     s(&v["title"]),
                     s(&v["detail"])
                 )));
+            }
+            if follow {
+                use std::io::Write;
+                let mut resp = resp;
+                while let Some(chunk) = resp
+                    .chunk()
+                    .await
+                    .map_err(|e| Fail::Server(e.to_string()))?
+                {
+                    let mut out = std::io::stdout().lock();
+                    if out.write_all(&chunk).and_then(|_| out.flush()).is_err() {
+                        break; // stdout closed (e.g. piped into head)
+                    }
+                }
+                return Ok(());
             }
             let bytes = resp
                 .bytes()

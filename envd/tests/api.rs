@@ -259,6 +259,21 @@ async fn every_route_and_every_error_kind() {
         409,
         "remove it first",
     );
+    // A live tail while it runs: redis's start-up lines, prefixed with pod/container.
+    let mut live = reqwest::get(u(&format!("/v1/envs/{name}/logs?follow=true&tail=50")))
+        .await
+        .unwrap();
+    assert_eq!(live.status(), 200);
+    let mut text = String::new();
+    while !text.contains("redis/redis | ") {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), live.chunk())
+            .await
+            .expect("a live line")
+            .unwrap()
+            .unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    drop(live);
 
     let (s, _, gone) = call(
         Method::DELETE,
@@ -267,6 +282,16 @@ async fn every_route_and_every_error_kind() {
     )
     .await;
     assert_eq!((s, gone["state"].as_str()), (200, Some("gone")), "{gone}");
+    problem(
+        &call(
+            Method::GET,
+            &u(&format!("/v1/envs/{name}/logs?follow=true")),
+            None,
+        )
+        .await,
+        409,
+        "no running node",
+    );
     let logs = reqwest::get(u(&format!("/v1/envs/{name}/logs")))
         .await
         .unwrap();

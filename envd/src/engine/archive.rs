@@ -203,3 +203,58 @@ fn write_archive(
     std::fs::rename(&tmp, &path)?;
     Ok(path.display().to_string())
 }
+
+/// A live tail of a running env: the last `tail` lines of every pod container, then what
+/// they write, each line prefixed `<pod>/<container> | `. Ends when the node goes.
+pub(super) async fn live(
+    engine: &Engine,
+    env: &Env,
+    tail: u32,
+) -> crate::Result<impl futures_util::Stream<Item = Vec<u8>> + use<>> {
+    let inner = inner_docker(engine, env).await.ok_or_else(|| {
+        crate::Error::Conflict(format!(
+            "environment `{}` has no running node to follow",
+            env.name
+        ))
+    })?;
+    let list = labelled_containers(&inner, &format!("{LABEL_ENV}={}", env.id))
+        .await
+        .map_err(|source| crate::Error::Docker {
+            context: "listing the env's containers".into(),
+            source,
+        })?;
+    let mut streams = vec![];
+    for c in list {
+        let labels = c.labels.unwrap_or_default();
+        let (Some(pod), Some(container), Some(id)) =
+            (labels.get(LABEL_POD), labels.get(LABEL_CONTAINER), c.id)
+        else {
+            continue;
+        };
+        if container == "pause" {
+            continue;
+        }
+        let prefix = format!("{pod}/{container} | ");
+        let opts = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .follow(true)
+            .tail(&tail.to_string())
+            .build();
+        let lines = inner.logs(&id, Some(opts)).filter_map(move |chunk| {
+            let prefix = prefix.clone();
+            async move {
+                let bytes = chunk.ok()?.into_bytes();
+                let text = String::from_utf8_lossy(&bytes);
+                Some(
+                    text.lines()
+                        .map(|l| format!("{prefix}{l}\n"))
+                        .collect::<String>()
+                        .into_bytes(),
+                )
+            }
+        });
+        streams.push(Box::pin(lines));
+    }
+    Ok(futures_util::stream::select_all(streams))
+}

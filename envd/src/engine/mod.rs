@@ -185,6 +185,15 @@ impl Engine {
         Ok(ids)
     }
 
+    /// Follows the logs of a running env's pods (`<pod>/<container> | line`).
+    pub async fn live_logs(
+        &self,
+        env: &Env,
+        tail: u32,
+    ) -> Result<impl futures_util::Stream<Item = Vec<u8>> + use<>> {
+        archive::live(self, env, tail).await
+    }
+
     fn lock_for(&self, id: &str) -> Arc<AsyncMutex<()>> {
         let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
         Arc::clone(locks.entry(id.to_string()).or_default())
