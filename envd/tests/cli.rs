@@ -1,14 +1,13 @@
 //! The CLI as a CI job uses it: the real `envd` binary against a real API and engine.
 
-use std::process::Command;
-
 mod common;
 
-fn envd(server: &str, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_envd"))
+async fn envd(server: &str, args: &[&str]) -> (i32, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_envd"))
         .args(args)
         .env("ENVD_URL", server)
         .output()
+        .await
         .unwrap();
     (
         out.status.code().unwrap_or(-1),
@@ -41,26 +40,22 @@ async fn ci_key_workflow_with_dotenv_and_exit_codes() {
     tokio::spawn(async move { axum::serve(listener, app).await });
     let guard = common::Guard::default();
 
-    let s = server.clone();
-    let first = tokio::task::spawn_blocking(move || {
-        envd(
-            &s,
-            &[
-                "create",
-                "-t",
-                "minimal",
-                "--key",
-                "br/1",
-                "--set",
-                "redis_password=pw1",
-                "--wait",
-                "-o",
-                "dotenv",
-            ],
-        )
-    })
-    .await
-    .unwrap();
+    let first = envd(
+        &server,
+        &[
+            "create",
+            "-t",
+            "minimal",
+            "--key",
+            "br/1",
+            "--set",
+            "redis_password=pw1",
+            "--wait",
+            "-o",
+            "dotenv",
+        ],
+    )
+    .await;
     let vars = dotenv(&first.1);
     if let Some(id) = vars.get("ENV_ID") {
         guard.watch(id);
@@ -73,40 +68,32 @@ async fn ci_key_workflow_with_dotenv_and_exit_codes() {
     let pong: String = redis::cmd("PING").query_async(&mut c).await.unwrap();
     assert_eq!(pong, "PONG");
 
-    let s = server.clone();
-    let again = tokio::task::spawn_blocking(move || {
-        envd(
-            &s,
-            &["create", "-t", "minimal", "--key", "br/1", "-o", "dotenv"],
-        )
-    })
-    .await
-    .unwrap();
+    let again = envd(
+        &server,
+        &["create", "-t", "minimal", "--key", "br/1", "-o", "dotenv"],
+    )
+    .await;
     assert_eq!(
         dotenv(&again.1)["ENV_ID"],
         vars["ENV_ID"],
         "same key, same env"
     );
 
-    let s = server.clone();
-    let recreated = tokio::task::spawn_blocking(move || {
-        envd(
-            &s,
-            &[
-                "create",
-                "-t",
-                "minimal",
-                "--key",
-                "br/1",
-                "--recreate",
-                "--wait",
-                "-o",
-                "dotenv",
-            ],
-        )
-    })
-    .await
-    .unwrap();
+    let recreated = envd(
+        &server,
+        &[
+            "create",
+            "-t",
+            "minimal",
+            "--key",
+            "br/1",
+            "--recreate",
+            "--wait",
+            "-o",
+            "dotenv",
+        ],
+    )
+    .await;
     let new_vars = dotenv(&recreated.1);
     if let Some(id) = new_vars.get("ENV_ID") {
         guard.watch(id);
@@ -117,19 +104,13 @@ async fn ci_key_workflow_with_dotenv_and_exit_codes() {
         "recreate makes a new env"
     );
 
-    let s = server.clone();
-    let rm = tokio::task::spawn_blocking(move || envd(&s, &["rm", "--key", "br/1", "--wait"]))
-        .await
-        .unwrap();
+    let rm = envd(&server, &["rm", "--key", "br/1", "--wait"]).await;
     assert_eq!(rm.0, 0, "{rm:?}");
     assert!(rm.1.contains("gone"), "{rm:?}");
     // The replaced env goes by itself.
     let t = std::time::Instant::now();
     loop {
-        let (s, old) = (server.clone(), vars["ENV_ID"].clone());
-        let got = tokio::task::spawn_blocking(move || envd(&s, &["get", &old, "-o", "json"]))
-            .await
-            .unwrap();
+        let got = envd(&server, &["get", &vars["ENV_ID"], "-o", "json"]).await;
         let v: serde_json::Value = serde_json::from_str(&got.1).unwrap();
         if v["state"] == "gone" {
             break;
@@ -142,17 +123,10 @@ async fn ci_key_workflow_with_dotenv_and_exit_codes() {
     }
 
     // Exit codes: 2 rejected input, 3 unreachable.
-    let s = server.clone();
-    let bad = tokio::task::spawn_blocking(move || {
-        envd(&s, &["create", "-t", "minimal", "--set", "nope=1"])
-    })
-    .await
-    .unwrap();
+    let bad = envd(&server, &["create", "-t", "minimal", "--set", "nope=1"]).await;
     assert_eq!(bad.0, 2, "{bad:?}");
     assert!(bad.2.contains("answers.nope"), "{bad:?}");
-    let down = tokio::task::spawn_blocking(|| envd("http://127.0.0.1:9", &["ls"]))
-        .await
-        .unwrap();
+    let down = envd("http://127.0.0.1:9", &["ls"]).await;
     assert_eq!(down.0, 3, "{down:?}");
     assert!(down.2.contains("cannot reach envd"), "{down:?}");
 }

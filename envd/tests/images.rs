@@ -17,6 +17,9 @@
 //! removed at the end, also when a test fails. Docker unreachable or an image missing:
 //! the test is skipped, or fails when CI=true.
 
+#[macro_use]
+mod common;
+
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::process::Command;
@@ -37,22 +40,6 @@ type Result<T = (), E = Box<dyn std::error::Error + Send + Sync>> = std::result:
 
 /// How long a database may take to answer (the machine is shared: generous).
 const READY: Duration = Duration::from_secs(60);
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-/// Skip (locally) or fail (CI=true) with a clear message.
-macro_rules! unavailable {
-    ($($arg:tt)*) => {{
-        let msg = format!($($arg)*);
-        if in_ci() {
-            panic!("{msg} (CI=true: this test must run)");
-        }
-        eprintln!("SKIPPED images test: {msg}");
-        return Ok(());
-    }};
-}
 
 /// The engine, or why not.
 async fn docker() -> Result<Docker, String> {

@@ -9,6 +9,9 @@
 //! `scripts/build-seed` itself (a no-op when the seed is current).
 //! Unreachable Docker: skipped, or a failure when CI=true.
 
+#[macro_use]
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,22 +29,6 @@ use bollard::query_parameters::{
 /// The node image: `ENVD_NODE_IMAGE` (as for scripts/build-seed) or envd/node:latest.
 fn node_image() -> String {
     std::env::var("ENVD_NODE_IMAGE").unwrap_or_else(|_| "envd/node:latest".to_string())
-}
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-/// Skip (locally) or fail (CI=true) with a clear message.
-macro_rules! unavailable {
-    ($($arg:tt)*) => {{
-        let msg = format!($($arg)*);
-        if in_ci() {
-            panic!("{msg} (CI=true: this test must run)");
-        }
-        eprintln!("SKIPPED node test: {msg}");
-        return Ok(());
-    }};
 }
 
 fn workspace_root() -> PathBuf {

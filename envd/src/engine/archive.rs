@@ -64,25 +64,34 @@ async fn inner_docker(engine: &Engine, env: &Env) -> Option<Docker> {
         .ok()
 }
 
+/// The env's pod containers in the inner engine as (pod, container, id); pause
+/// containers hold namespaces and write nothing worth keeping.
+async fn pod_containers(
+    inner: &Docker,
+    env: &Env,
+) -> Result<Vec<(String, String, String)>, bollard::errors::Error> {
+    let list = labelled_containers(inner, &format!("{LABEL_ENV}={}", env.id)).await?;
+    Ok(list
+        .into_iter()
+        .filter_map(|c| {
+            let labels = c.labels.unwrap_or_default();
+            let pod = labels.get(LABEL_POD)?.clone();
+            let container = labels.get(LABEL_CONTAINER)?.clone();
+            (container != "pause").then_some((pod, container, c.id?))
+        })
+        .collect())
+}
+
 async fn container_logs(
     inner: &Docker,
     env: &Env,
     tar: &mut tar::Builder<Vec<u8>>,
 ) -> Result<usize, String> {
-    let list = labelled_containers(inner, &format!("{LABEL_ENV}={}", env.id))
+    let list = pod_containers(inner, env)
         .await
         .map_err(|e| e.to_string())?;
     let mut n = 0;
-    for c in list {
-        let labels = c.labels.unwrap_or_default();
-        let (Some(pod), Some(container), Some(id)) =
-            (labels.get(LABEL_POD), labels.get(LABEL_CONTAINER), c.id)
-        else {
-            continue;
-        };
-        if container == "pause" {
-            continue;
-        }
+    for (pod, container, id) in list {
         let opts = LogsOptionsBuilder::default()
             .stdout(true)
             .stderr(true)
@@ -217,23 +226,14 @@ pub(super) async fn live(
             env.name
         ))
     })?;
-    let list = labelled_containers(&inner, &format!("{LABEL_ENV}={}", env.id))
+    let list = pod_containers(&inner, env)
         .await
         .map_err(|source| crate::Error::Docker {
             context: "listing the env's containers".into(),
             source,
         })?;
     let mut streams = vec![];
-    for c in list {
-        let labels = c.labels.unwrap_or_default();
-        let (Some(pod), Some(container), Some(id)) =
-            (labels.get(LABEL_POD), labels.get(LABEL_CONTAINER), c.id)
-        else {
-            continue;
-        };
-        if container == "pause" {
-            continue;
-        }
+    for (pod, container, id) in list {
         let prefix = format!("{pod}/{container} | ");
         let opts = LogsOptionsBuilder::default()
             .stdout(true)
