@@ -21,6 +21,8 @@ use crate::error::Error;
 use crate::service::{self, CreateRequest, Endpoint, Limits};
 use crate::store::{Created, Env, EnvFilter, State as EnvState};
 
+mod jobs;
+
 #[derive(Clone)]
 pub struct AppState {
     pub engine: Arc<Engine>,
@@ -39,7 +41,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/envs/{id}/extend", post(extend))
         .route("/v1/envs/{id}/logs", get(logs))
         .route("/v1/envs/{id}/events", get(events))
-        .route("/v1/jobs/{name}/run", post(run_job))
+        .route("/v1/jobs", get(jobs::list))
+        .route("/v1/jobs/{name}/run", post(jobs::run))
         .fallback(not_found)
         .with_state(state)
 }
@@ -57,9 +60,21 @@ pub fn router(state: AppState) -> Router {
         delete_by_key,
         extend,
         logs,
-        events
+        events,
+        metrics,
+        openapi,
+        jobs::list,
+        jobs::run
     ),
-    components(schemas(CreateRequest, EnvView, Endpoint, Problem, ExtendRequest))
+    components(schemas(
+        CreateRequest,
+        EnvView,
+        Endpoint,
+        Problem,
+        ExtendRequest,
+        crate::engine::JobView,
+        crate::engine::JobReport
+    ))
 )]
 pub struct ApiDoc;
 
@@ -169,7 +184,7 @@ impl IntoResponse for ApiError {
 #[from_request(via(axum::Json), rejection(ApiError))]
 pub struct ApiJson<T>(pub T);
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EnvView {
@@ -290,6 +305,8 @@ async fn metrics(State(s): State<AppState>) -> ApiResult<Response> {
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
 }
 
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", responses((status = 200, description = "the OpenAPI 3 document of this API")))]
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
@@ -365,6 +382,8 @@ async fn create(
         None => Duration::from_secs(600),
     };
     let recreate = req.recreate;
+    // Refuse now rather than record an env no engine can build.
+    s.engine.ping().await?;
     let (status, env) = match service::create(&s.engine.store, &s.catalog, &s.limits, req).await? {
         Created::New(env) => (StatusCode::CREATED, env),
         Created::Existing(env) => (StatusCode::OK, env),
@@ -633,37 +652,4 @@ fn event_stream(
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     })
-}
-
-#[derive(Deserialize, utoipa::IntoParams)]
-struct JobParams {
-    /// Only list what the job would free.
-    #[serde(default)]
-    dry_run: bool,
-    /// Leave objects younger than this alone (default 10m).
-    grace: Option<String>,
-}
-
-/// Runs a job now: `sweep` frees host objects of no live env.
-#[utoipa::path(post, path = "/v1/jobs/{name}/run", params(("name" = String, Path, description = "sweep"), JobParams),
-    responses((status = 200, description = "what the job found, and whether each was freed"), (status = 404, body = Problem), (status = 422, body = Problem)))]
-async fn run_job(
-    State(s): State<AppState>,
-    Path(name): Path<String>,
-    Query(q): Query<JobParams>,
-) -> ApiResult<Json<Vec<crate::engine::Orphan>>> {
-    if name != "sweep" {
-        return Err(Error::NotFound(format!("job `{name}` (jobs: sweep)")).into());
-    }
-    let grace = match &q.grace {
-        Some(g) => humantime::parse_duration(g).map_err(|e| {
-            Error::invalid(
-                "query",
-                "grace",
-                format!("`{g}` is not a duration ({e}); write e.g. 10m"),
-            )
-        })?,
-        None => crate::engine::SWEEP_GRACE,
-    };
-    Ok(Json(s.engine.sweep(grace, q.dry_run).await?))
 }

@@ -72,12 +72,13 @@ pub enum ClientCmd {
         #[arg(long)]
         ttl: String,
     },
-    /// Run a job now: `envd jobs run sweep [--dry-run]`.
+    /// List the scheduled jobs (schedule, next run, last run), or run one now:
+    /// `envd jobs run sweep [--dry-run]`.
     Jobs {
         #[command(flatten)]
         c: Conn,
         #[command(subcommand)]
-        cmd: JobsCmd,
+        cmd: Option<JobsCmd>,
     },
     /// List the template catalog.
     Templates {
@@ -90,14 +91,15 @@ pub enum ClientCmd {
 pub enum JobsCmd {
     /// Run one job now.
     Run {
-        /// `sweep`: free host objects (containers, volumes, veths, leases) of no live env.
+        /// `reap` (warn envs about to expire, tear down expired ones), `sweep` (free host
+        /// objects of no live env) or `retain-logs` (delete old log archives).
         name: String,
-        /// Only list what it would free.
+        /// Only list what it would act on.
         #[arg(long)]
         dry_run: bool,
-        /// Leave objects younger than this alone.
-        #[arg(long, default_value = "10m")]
-        grace: String,
+        /// sweep: leave objects younger than this alone (default: the server's, 10m).
+        #[arg(long)]
+        grace: Option<String>,
     },
 }
 
@@ -401,32 +403,68 @@ async fn run_inner(cmd: ClientCmd) -> Result<(), Fail> {
             println!("{} expires at {}", s(&v["name"]), s(&v["expires_at"]));
             Ok(())
         }
+        ClientCmd::Jobs { c, cmd: None } => {
+            let (_, v) = call(Method::GET, &c, "/v1/jobs", None).await?;
+            println!(
+                "{:<12} {:<16} {:<21} {:<21} {:>8} {:>6} {:>6}",
+                "JOB", "SCHEDULE", "NEXT RUN", "LAST RUN", "TOOK", "FOUND", "FREED"
+            );
+            for j in v.as_array().cloned().unwrap_or_default() {
+                let last = &j["last_run"];
+                let found = last["result"]["found"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                let (took, nfound, nfreed) = if last.is_null() {
+                    ("-".to_string(), "-".to_string(), "-".to_string())
+                } else {
+                    let took = match (last["started_at"].as_i64(), last["finished_at"].as_i64()) {
+                        (Some(a), Some(b)) => format!("{:.2}s", (b - a) as f64 / 1000.0),
+                        _ => "running".into(),
+                    };
+                    let freed = found.iter().filter(|f| f["freed"] == true).count();
+                    (took, found.len().to_string(), freed.to_string())
+                };
+                let last_at = last["started_at"]
+                    .as_i64()
+                    .and_then(chrono::DateTime::from_timestamp_millis)
+                    .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                    .unwrap_or_else(|| "never".into());
+                println!(
+                    "{:<12} {:<16} {:<21} {:<21} {took:>8} {nfound:>6} {nfreed:>6}",
+                    s(&j["name"]),
+                    s(&j["schedule"]),
+                    s(&j["next_run"]).replace('T', " ").trim_end_matches('Z'),
+                    last_at
+                );
+            }
+            Ok(())
+        }
         ClientCmd::Jobs {
             c,
             cmd:
-                JobsCmd::Run {
+                Some(JobsCmd::Run {
                     name,
                     dry_run,
                     grace,
-                },
+                }),
         } => {
-            let path = format!(
-                "/v1/jobs/{}/run?dry_run={dry_run}&grace={}",
-                envd::urlencode(&name),
-                envd::urlencode(&grace)
-            );
+            let mut path = format!("/v1/jobs/{}/run?dry_run={dry_run}", envd::urlencode(&name));
+            if let Some(g) = grace {
+                path.push_str(&format!("&grace={}", envd::urlencode(&g)));
+            }
             let (_, v) = call(Method::POST, &c, &path, None).await?;
-            let found = v.as_array().cloned().unwrap_or_default();
+            let found = v["found"].as_array().cloned().unwrap_or_default();
             for o in &found {
                 let what = if o["freed"] == true {
-                    "freed"
+                    "done"
                 } else if dry_run {
-                    "would free"
+                    "would do"
                 } else {
-                    "NOT freed"
+                    "NOT done"
                 };
                 println!(
-                    "{what:<10} {:<9} {:<40} env {} {}",
+                    "{what:<9} {:<9} {:<40} env {} {}",
                     s(&o["kind"]),
                     s(&o["name"]),
                     s(&o["env_id"]),
@@ -434,9 +472,10 @@ async fn run_inner(cmd: ClientCmd) -> Result<(), Fail> {
                 );
             }
             println!(
-                "{} {name}: {} orphan(s)",
+                "{} {name}: {} found in {} ms",
                 if dry_run { "dry run of" } else { "ran" },
-                found.len()
+                found.len(),
+                v["duration_ms"]
             );
             Ok(())
         }
@@ -479,32 +518,27 @@ async fn wait_ready(c: &Conn, env: &Value, timeout: &str) -> Result<Value, Fail>
         .map_err(|e| Fail::Usage(format!("--timeout {timeout}: {e}; write e.g. 5m")))?;
     let id = s(&env["id"]);
     let t = Instant::now();
-    let tty = std::io::stderr().is_terminal();
-    let bar = tty.then(|| {
-        let b = indicatif::ProgressBar::new_spinner();
-        b.enable_steady_tick(Duration::from_millis(100));
-        b
-    });
-    let mut last_step = String::new();
+    let mut progress = Progress::new(std::io::stderr().is_terminal(), &s(&env["name"]));
+    let mut seen = 0i64;
     loop {
         let (_, v) = call(reqwest::Method::GET, c, &format!("/v1/envs/{id}"), None).await?;
-        let state = s(&v["state"]);
-        let step = s(&v["step"]);
-        if step != last_step {
-            match &bar {
-                Some(b) => b.set_message(format!("{} {state}: {step}", s(&v["name"]))),
-                None => eprintln!(
-                    "{:>6.1}s {} {state}: {step}",
-                    t.elapsed().as_secs_f64(),
-                    s(&v["name"])
-                ),
+        let (_, events) = call(
+            reqwest::Method::GET,
+            c,
+            &format!("/v1/envs/{id}/events"),
+            None,
+        )
+        .await?;
+        for e in events.as_array().into_iter().flatten() {
+            if e["id"].as_i64().unwrap_or(0) > seen {
+                seen = e["id"].as_i64().unwrap_or(seen);
+                progress.event(t.elapsed(), e);
             }
-            last_step = step;
         }
+        let state = s(&v["state"]);
+        progress.step(t.elapsed(), &state, &s(&v["step"]));
         if matches!(state.as_str(), "ready" | "failed" | "gone") {
-            if let Some(b) = bar {
-                b.finish_and_clear();
-            }
+            progress.finish();
             eprintln!(
                 "{} {state} in {:.1}s",
                 s(&v["name"]),
@@ -513,6 +547,7 @@ async fn wait_ready(c: &Conn, env: &Value, timeout: &str) -> Result<Value, Fail>
             return Ok(v);
         }
         if t.elapsed() > limit {
+            progress.finish();
             return Err(Fail::EnvFailed(format!(
                 "{} not ready within {timeout} (state {state}, step {})",
                 s(&v["name"]),
@@ -520,6 +555,86 @@ async fn wait_ready(c: &Conn, env: &Value, timeout: &str) -> Result<Value, Fail>
             )));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `--wait`'s display: on a terminal one line for the env's step and a bar per pod
+/// (starting → started → ready); otherwise a plain line per change.
+struct Progress {
+    name: String,
+    multi: Option<indicatif::MultiProgress>,
+    env_bar: Option<indicatif::ProgressBar>,
+    pods: std::collections::BTreeMap<String, indicatif::ProgressBar>,
+    last_step: String,
+}
+
+impl Progress {
+    fn new(tty: bool, name: &str) -> Self {
+        let multi = tty.then(indicatif::MultiProgress::new);
+        let env_bar = multi.as_ref().map(|m| {
+            let b = m.add(indicatif::ProgressBar::new_spinner());
+            b.enable_steady_tick(Duration::from_millis(100));
+            b
+        });
+        Progress {
+            name: name.to_string(),
+            multi,
+            env_bar,
+            pods: Default::default(),
+            last_step: String::new(),
+        }
+    }
+
+    fn step(&mut self, at: Duration, state: &str, step: &str) {
+        if step == self.last_step {
+            return;
+        }
+        self.last_step = step.to_string();
+        match &self.env_bar {
+            Some(b) => b.set_message(format!("{} {state}: {step}", self.name)),
+            None => eprintln!("{:>6.1}s {} {state}: {step}", at.as_secs_f64(), self.name),
+        }
+    }
+
+    fn event(&mut self, at: Duration, e: &Value) {
+        let step = s(&e["step"]);
+        let Some((what, pod)) = step.split_once(':') else {
+            return;
+        };
+        let took = e["duration_ms"]
+            .as_f64()
+            .map(|ms| format!(" in {:.2}s", ms / 1000.0))
+            .unwrap_or_default();
+        let line = match what {
+            "started" => "started, waiting until it answers".to_string(),
+            "ready" => format!("ready ({}{took})", s(&e["message"])),
+            _ => return,
+        };
+        let Some(multi) = &self.multi else {
+            eprintln!("{:>6.1}s   pod {pod}: {line}", at.as_secs_f64());
+            return;
+        };
+        let bar = self.pods.entry(pod.to_string()).or_insert_with(|| {
+            let b = multi.add(indicatif::ProgressBar::new(2));
+            if let Ok(style) =
+                indicatif::ProgressStyle::with_template("  {prefix:<12} [{bar:10}] {msg}")
+            {
+                b.set_style(style.progress_chars("=> "));
+            }
+            b.set_prefix(pod.to_string());
+            b
+        });
+        bar.set_position(if what == "ready" { 2 } else { 1 });
+        bar.set_message(line);
+    }
+
+    fn finish(&mut self) {
+        for b in self.pods.values() {
+            b.finish();
+        }
+        if let Some(b) = &self.env_bar {
+            b.finish_and_clear();
+        }
     }
 }
 

@@ -27,10 +27,13 @@ pub async fn run(cfg: &EngineConfig) -> Vec<Check> {
         what: "running as root (netlink and network namespaces)".into(),
         remedy: "run envd serve as root (sudo)".into(),
     });
-    let docker = crate::engine::host_docker().await;
+    let docker = crate::engine::host_docker_at(cfg.docker_host.as_deref()).await;
     out.push(Check {
         ok: docker.is_ok(),
-        what: "host Docker Engine reachable at /var/run/docker.sock".into(),
+        what: format!(
+            "host Docker Engine reachable at {}",
+            cfg.docker_host.as_deref().unwrap_or("/var/run/docker.sock")
+        ),
         remedy: docker
             .as_ref()
             .err()

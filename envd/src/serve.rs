@@ -31,6 +31,10 @@ pub struct ServeArgs {
     /// Extra templates: <dir>/<name>/<version>/template.yaml.
     #[arg(long, env = "ENVD_TEMPLATES_DIR")]
     templates_dir: Option<PathBuf>,
+    /// Host Docker Engine socket, e.g. unix:///var/run/docker.sock (default: DOCKER_HOST,
+    /// else that path).
+    #[arg(long, env = "ENVD_DOCKER_HOST")]
+    docker_host: Option<String>,
     /// Host bridge for node IPs.
     #[arg(long, env = "ENVD_BRIDGE")]
     bridge: Option<String>,
@@ -41,6 +45,27 @@ pub struct ServeArgs {
     default_ttl: Option<String>,
     #[arg(long, env = "ENVD_MAX_TTL")]
     max_ttl: Option<String>,
+    /// Cron (6 fields, seconds first) of the reaper: expiry warnings and TTL teardown.
+    #[arg(long, env = "ENVD_REAP_SCHEDULE")]
+    reap_schedule: Option<String>,
+    /// Cron of the orphan sweep.
+    #[arg(long, env = "ENVD_SWEEP_SCHEDULE")]
+    sweep_schedule: Option<String>,
+    /// Cron of the deletion of old log archives.
+    #[arg(long, env = "ENVD_RETAIN_LOGS_SCHEDULE")]
+    retain_logs_schedule: Option<String>,
+    /// Log archives older than this are deleted (e.g. 30d).
+    #[arg(long, env = "ENVD_LOG_RETENTION")]
+    log_retention: Option<String>,
+    /// How long before expiry the warning event and webhook go out (e.g. 10m).
+    #[arg(long, env = "ENVD_EXPIRY_WARNING")]
+    expiry_warning: Option<String>,
+    /// URL that receives the expiry warning as a JSON POST.
+    #[arg(long, env = "ENVD_WEBHOOK_URL")]
+    webhook_url: Option<String>,
+    /// The sweep leaves objects younger than this alone (e.g. 10m).
+    #[arg(long, env = "ENVD_SWEEP_GRACE")]
+    sweep_grace: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -50,10 +75,18 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
     templates_dir: Option<PathBuf>,
+    docker_host: Option<String>,
     bridge: Option<String>,
     pool_cidr: Option<String>,
     default_ttl: Option<String>,
     max_ttl: Option<String>,
+    reap_schedule: Option<String>,
+    sweep_schedule: Option<String>,
+    retain_logs_schedule: Option<String>,
+    log_retention: Option<String>,
+    expiry_warning: Option<String>,
+    webhook_url: Option<String>,
+    sweep_grace: Option<String>,
 }
 
 pub struct Config {
@@ -78,6 +111,7 @@ fn resolve(a: ServeArgs) -> anyhow::Result<Config> {
         .or(file.data_dir)
         .unwrap_or_else(|| PathBuf::from("/var/lib/envd"));
     let mut engine = EngineConfig::with_data_dir(data_dir.clone());
+    engine.docker_host = a.docker_host.or(file.docker_host);
     if let Some(b) = a.bridge.or(file.bridge) {
         engine.bridge = b;
     }
@@ -103,6 +137,43 @@ fn resolve(a: ServeArgs) -> anyhow::Result<Config> {
         )?,
         max_ttl: dur("max_ttl", a.max_ttl.or(file.max_ttl), defaults.max_ttl)?,
     };
+    let jobs = &mut engine.jobs;
+    for (job, expr) in [
+        ("reap", a.reap_schedule.or(file.reap_schedule)),
+        ("sweep", a.sweep_schedule.or(file.sweep_schedule)),
+        (
+            "retain-logs",
+            a.retain_logs_schedule.or(file.retain_logs_schedule),
+        ),
+    ] {
+        if let Some(expr) = expr {
+            let field = format!("{}_schedule", job.replace('-', "_"));
+            jobs.schedules
+                .insert(job, envd::engine::parse_schedule(&field, &expr)?);
+        }
+    }
+    jobs.log_retention = dur(
+        "log_retention",
+        a.log_retention.or(file.log_retention),
+        jobs.log_retention,
+    )?;
+    jobs.expiry_warning = dur(
+        "expiry_warning",
+        a.expiry_warning.or(file.expiry_warning),
+        jobs.expiry_warning,
+    )?;
+    jobs.sweep_grace = dur(
+        "sweep_grace",
+        a.sweep_grace.or(file.sweep_grace),
+        jobs.sweep_grace,
+    )?;
+    jobs.webhook_url = a.webhook_url.or(file.webhook_url);
+    if let Some(u) = &jobs.webhook_url {
+        anyhow::ensure!(
+            u.starts_with("http://") || u.starts_with("https://"),
+            "webhook_url: `{u}` is not an http(s) URL"
+        );
+    }
     anyhow::ensure!(
         limits.default_ttl <= limits.max_ttl,
         "default_ttl is longer than max_ttl; lower it or raise max_ttl"
@@ -171,7 +242,9 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("opening the store {}", cfg.database_url))?;
     let engine = Engine::new(store, cfg.engine.clone()).await?;
     engine.resync().await?;
-    tokio::spawn(jobs(Arc::clone(&engine)));
+    tokio::spawn(resync(Arc::clone(&engine)));
+    tokio::spawn(envd::engine::watch_host_events(Arc::clone(&engine)));
+    envd::engine::spawn_scheduler(&engine);
 
     let state = envd::api::AppState {
         engine,
@@ -194,24 +267,11 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The reaper, the orphan sweep and the periodic reconcile that catches drift (node restarts).
-async fn jobs(engine: Arc<Engine>) {
+/// The periodic reconcile of every live env: catches drift the event stream missed.
+async fn resync(engine: Arc<Engine>) {
     let mut tick = tokio::time::interval(Duration::from_secs(15));
-    let mut n: u64 = 0;
     loop {
         tick.tick().await;
-        n += 1;
-        // Every 5 minutes: free what belongs to no env.
-        if n.is_multiple_of(20) {
-            match engine.sweep(envd::engine::SWEEP_GRACE, false).await {
-                Ok(found) if !found.is_empty() => tracing::info!(?found, "sweep freed orphans"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!("sweep: {e}"),
-            }
-        }
-        if let Err(e) = engine.reap().await {
-            tracing::warn!("reaper: {e}");
-        }
         if let Err(e) = engine.resync().await {
             tracing::warn!("resync: {e}");
         }

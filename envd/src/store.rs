@@ -368,12 +368,15 @@ impl Store {
     }
 
     pub async fn set_expires_at(&self, id: &str, expires_at: i64) -> Result<()> {
-        sqlx::query("UPDATE envs SET expires_at = $2, updated_at = $3 WHERE id = $1")
-            .bind(id)
-            .bind(expires_at)
-            .bind(now_ms())
-            .execute(&self.pool)
-            .await?;
+        // A new expiry earns a new warning.
+        sqlx::query(
+            "UPDATE envs SET expires_at = $2, updated_at = $3, warned_at = NULL WHERE id = $1",
+        )
+        .bind(id)
+        .bind(expires_at)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -581,6 +584,9 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 fn is_busy(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.message().contains("locked") || d.message().contains("busy"))
 }
+
+mod jobs;
+pub use jobs::JobRun;
 
 #[cfg(test)]
 mod tests;

@@ -22,6 +22,10 @@ async fn server_in(slice: u8) -> Option<(String, tempfile::TempDir)> {
     }
     let dir = tempfile::tempdir().unwrap();
     let engine = common::engine(dir.path(), slice).await;
+    Some((serve_engine(engine).await, dir))
+}
+
+async fn serve_engine(engine: std::sync::Arc<envd::engine::Engine>) -> String {
     let app = router(AppState {
         engine,
         catalog: Catalog::new(None),
@@ -33,7 +37,7 @@ async fn server_in(slice: u8) -> Option<(String, tempfile::TempDir)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
-    Some((format!("http://{addr}"), dir))
+    format!("http://{addr}")
 }
 
 async fn call(method: reqwest::Method, url: &str, body: Option<&str>) -> (u16, String, Value) {
@@ -90,15 +94,22 @@ async fn every_route_and_every_error_kind() {
             .unwrap(),
         "ok"
     );
-    let doc: Value = reqwest::get(u("/openapi.json"))
+    let text = reqwest::get(u("/openapi.json"))
         .await
         .unwrap()
-        .json()
+        .text()
         .await
         .unwrap();
-    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    // A full OpenAPI 3.1 parse (schemas, parameters, responses), not only a JSON one.
+    let spec = oas3::from_json(&text).expect("a valid OpenAPI 3.1 document");
+    assert!(spec.openapi.starts_with("3.1"), "{}", spec.openapi);
+    let doc: Value = serde_json::from_str(&text).unwrap();
     for p in [
         "/healthz",
+        "/metrics",
+        "/openapi.json",
+        "/v1/jobs",
+        "/v1/jobs/{name}/run",
         "/v1/templates",
         "/v1/envs",
         "/v1/envs/{id}",
@@ -357,4 +368,45 @@ async fn twenty_creates_at_once_get_distinct_ips_and_end_ready() {
             "{env}"
         );
     }
+}
+
+/// The host engine going away: a create is refused with a 503 problem and nothing is
+/// recorded. envd talks to Docker through a socket proxy the test then shuts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_while_the_engine_is_unavailable_is_a_503_problem() {
+    if !common::engine_available().await {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("docker.sock");
+    let listener = tokio::net::UnixListener::bind(&sock).unwrap();
+    let proxy = tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        while let Ok((mut client, _)) = listener.accept().await {
+            conns.spawn(async move {
+                let mut docker = tokio::net::UnixStream::connect("/var/run/docker.sock").await?;
+                tokio::io::copy_bidirectional(&mut client, &mut docker).await
+            });
+        }
+    });
+    let docker_host = format!("unix://{}", sock.display());
+    let engine =
+        common::engine_with(dir.path(), 213, |cfg| cfg.docker_host = Some(docker_host)).await;
+    let base = serve_engine(engine).await;
+    let (status, _, _) = call(reqwest::Method::GET, &format!("{base}/v1/envs"), None).await;
+    assert_eq!(status, 200);
+
+    // Dropping the accept loop drops every proxied connection with it.
+    proxy.abort();
+    let _ = proxy.await;
+    std::fs::remove_file(&sock).unwrap();
+    let r = call(
+        reqwest::Method::POST,
+        &format!("{base}/v1/envs"),
+        Some(r#"{"template":"minimal"}"#),
+    )
+    .await;
+    problem(&r, 503, "Docker Engine");
+    let (_, _, list) = call(reqwest::Method::GET, &format!("{base}/v1/envs"), None).await;
+    assert_eq!(list, json!([]), "nothing recorded");
 }

@@ -1,79 +1,81 @@
-//! Crash safety with the real binary: `envd serve` aborted (as by SIGKILL) at recorded
-//! steps of create and of teardown, restarted each time; the env still ends `ready`, then
-//! `gone`, and nothing leaks. Own test binary, on its own bridge and pool.
+//! Crash safety with the real binary: `envd serve` aborted (as by SIGKILL) before and after
+//! every recorded step of create and of teardown, restarted each time; the env still ends
+//! `ready`, then `gone`, and nothing leaks. Own test binary, on its own bridge and pool.
+//! `scripts/chaos` runs the ignored `chaos` test: the same on random steps, as a table.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 mod common;
 
+use common::serve::{Serve, free_port, until_up};
+
 const BRIDGE: &str = "envdt0";
 const POOL: &str = "10.216.0.0/24";
 
-struct Serve {
-    child: Child,
+/// `envd serve` on this test's bridge and pool.
+fn start(data: &std::path::Path, port: u16, abort_at: Option<&str>) -> Serve {
+    Serve::start(
+        data,
+        port,
+        &["--bridge", BRIDGE, "--pool-cidr", POOL],
+        abort_at,
+    )
 }
 
-impl Serve {
-    fn start(data: &std::path::Path, port: u16, abort_at: Option<&str>) -> Serve {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_envd"));
-        cmd.args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--bridge",
-            BRIDGE,
-            "--pool-cidr",
-            POOL,
-        ])
-        .arg("--data-dir")
-        .arg(data)
-        .env_remove("ENVD_ABORT_AT")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-        if let Some(step) = abort_at {
-            cmd.env("ENVD_ABORT_AT", step);
-        }
-        Serve {
-            child: cmd.spawn().expect("envd serve starts"),
-        }
-    }
-
-    /// Waits for the process to die at its abort point.
-    fn wait_abort(&mut self) {
-        let t = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(!status.success(), "envd exited cleanly instead of aborting");
-                return;
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(120),
-                "envd never reached its abort step"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
+async fn create(base: &str) -> String {
+    let created: Value = reqwest::Client::new()
+        .post(format!("{base}/v1/envs"))
+        .json(&serde_json::json!({"template": "minimal"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    created["id"].as_str().unwrap().to_string()
 }
 
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+async fn remove(base: &str, id: &str) {
+    let resp = reqwest::Client::new()
+        .delete(format!("{base}/v1/envs/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
 }
 
-async fn until_up(base: &str) {
-    let t = Instant::now();
-    while reqwest::get(format!("{base}/healthz")).await.is_err() {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "envd serve did not come up"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+/// What the env left on the host after it ended: containers, volumes, veths, leases.
+async fn leaks(base: &str, id: &str) -> Vec<String> {
+    let mut out = vec![];
+    let label = format!("label=envd.env={id}");
+    for (what, args) in [
+        ("container", vec!["ps", "-aq", "--filter", &label]),
+        ("volume", vec!["volume", "ls", "-q", "--filter", &label]),
+    ] {
+        let o = Command::new("docker").args(&args).output().unwrap();
+        if !o.stdout.is_empty() {
+            out.push(format!(
+                "{what}: {}",
+                String::from_utf8_lossy(&o.stdout).trim()
+            ));
+        }
     }
+    if netcfg::list().await.unwrap().iter().any(|a| a.id == id) {
+        out.push("veth".into());
+    }
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    if !metrics.contains("envd_pool_leases 0") {
+        out.push("lease".into());
+    }
+    out
 }
 
 async fn env_state(base: &str, id: &str) -> Value {
@@ -101,39 +103,28 @@ async fn until_state(base: &str, id: &str, want: &str) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn killed_at_create_and_teardown_steps_still_ends_ready_then_gone_with_no_leak() {
+async fn killed_before_and_after_every_step_still_ends_ready_then_gone_with_no_leak() {
     if !common::engine_available().await {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let guard = common::Guard::default();
+    let (create_points, teardown_points) = envd::faults::ABORT_POINTS.split_at(8);
 
-    // Create, killed at `node`, then at `pods` on the resumed attempt.
-    let mut serve = Serve::start(dir.path(), port, Some("node"));
+    // Create: each restart resumes the env and dies at the next point.
+    let mut serve = start(dir.path(), port, Some(create_points[0]));
     until_up(&base).await;
-    let created: Value = reqwest::Client::new()
-        .post(format!("{base}/v1/envs"))
-        .json(&serde_json::json!({"template": "minimal"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = created["id"].as_str().unwrap().to_string();
+    let id = create(&base).await;
     guard.watch(&id);
     serve.wait_abort();
     drop(serve);
-    let mut serve = Serve::start(dir.path(), port, Some("pods"));
-    serve.wait_abort();
-    drop(serve);
-    let serve = Serve::start(dir.path(), port, None);
+    for point in &create_points[1..] {
+        let mut serve = start(dir.path(), port, Some(point));
+        serve.wait_abort();
+    }
+    let serve = start(dir.path(), port, None);
     until_up(&base).await;
     let ready = until_state(&base, &id, "ready").await;
     let ip = ready["node_ip"].as_str().unwrap().to_string();
@@ -143,49 +134,21 @@ async fn killed_at_create_and_teardown_steps_still_ends_ready_then_gone_with_no_
     assert_eq!(pong, "PONG");
     drop(serve);
 
-    // Teardown, killed while collecting logs, then while freeing.
-    let mut serve = Serve::start(dir.path(), port, Some("collecting"));
+    // Teardown, killed before and after collecting logs and freeing.
+    let mut serve = start(dir.path(), port, Some(teardown_points[0]));
     until_up(&base).await;
-    let resp = reqwest::Client::new()
-        .delete(format!("{base}/v1/envs/{id}"))
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success());
+    remove(&base, &id).await;
     serve.wait_abort();
     drop(serve);
-    let mut serve = Serve::start(dir.path(), port, Some("freeing"));
-    serve.wait_abort();
-    drop(serve);
-    let _serve = Serve::start(dir.path(), port, None);
+    for point in &teardown_points[1..] {
+        let mut serve = start(dir.path(), port, Some(point));
+        serve.wait_abort();
+    }
+    let _serve = start(dir.path(), port, None);
     until_up(&base).await;
     until_state(&base, &id, "gone").await;
-
-    let label = format!("envd.env={id}");
-    let out = Command::new("docker")
-        .args(["ps", "-aq", "--filter", &format!("label={label}")])
-        .output()
-        .unwrap();
-    assert!(out.stdout.is_empty(), "containers leaked");
-    let out = Command::new("docker")
-        .args(["volume", "ls", "-q", "--filter", &format!("label={label}")])
-        .output()
-        .unwrap();
-    assert!(out.stdout.is_empty(), "volumes leaked");
-    assert!(
-        netcfg::list().await.unwrap().iter().all(|a| a.id != id),
-        "veth leaked"
-    );
-    let metrics = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("envd_pool_leases 0"),
-        "lease leaked:\n{metrics}"
-    );
+    let left = leaks(&base, &id).await;
+    assert!(left.is_empty(), "leaked: {left:?}");
     assert!(
         dir.path()
             .join("logs")
@@ -206,9 +169,96 @@ async fn killed_at_create_and_teardown_steps_still_ends_ready_then_gone_with_no_
         .iter()
         .filter_map(|e| e["step"].as_str())
         .collect();
-    for step in ["node", "pods", "collecting", "freeing", "ready"] {
+    for step in [
+        "node",
+        "inner-engine",
+        "network",
+        "pods",
+        "ready",
+        "collecting",
+        "freeing",
+    ] {
         assert!(steps.contains(&step), "no {step} in {steps:?}");
     }
     // The test's own bridge (envd keeps its bridge between envs).
     let _ = Command::new("ip").args(["link", "del", BRIDGE]).status();
+}
+
+/// `scripts/chaos`: CHAOS_RUNS (default 20) envs, each killed at one random abort point,
+/// restarted, and checked for leaks; prints a table and fails on any leak.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "long: run by scripts/chaos"]
+async fn chaos() {
+    if !common::engine_available().await {
+        return;
+    }
+    let runs: usize = std::env::var("CHAOS_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let guard = common::Guard::default();
+    let points = envd::faults::ABORT_POINTS;
+    let mut rows = vec![];
+    for run in 1..=runs {
+        let point = points[fastrand::usize(..points.len())];
+        let teardown = points.iter().position(|p| *p == point).unwrap() >= 8;
+        let mut serve = start(dir.path(), port, (!teardown).then_some(point));
+        until_up(&base).await;
+        let id = create(&base).await;
+        guard.watch(&id);
+        if teardown {
+            until_state(&base, &id, "ready").await;
+            drop(serve);
+            serve = start(dir.path(), port, Some(point));
+            until_up(&base).await;
+            remove(&base, &id).await;
+        }
+        serve.wait_abort();
+        drop(serve);
+        let t = Instant::now();
+        let serve = start(dir.path(), port, None);
+        until_up(&base).await;
+        let end = until_state(&base, &id, if teardown { "gone" } else { "ready" }).await;
+        let reconcile = t.elapsed();
+        if !teardown {
+            remove(&base, &id).await;
+            until_state(&base, &id, "gone").await;
+        }
+        let left = leaks(&base, &id).await;
+        drop(serve);
+        rows.push((
+            run,
+            point,
+            end["state"].as_str().unwrap_or("?").to_string(),
+            reconcile,
+            left,
+        ));
+    }
+    println!("\n| run | killed at | ended | reconcile s | leaks |");
+    println!("|----:|-----------|-------|------------:|-------|");
+    for (run, point, state, t, left) in &rows {
+        let leaks = if left.is_empty() {
+            "0".to_string()
+        } else {
+            left.join(", ")
+        };
+        println!(
+            "| {run} | {point} | {state} | {:.2} | {leaks} |",
+            t.as_secs_f64()
+        );
+    }
+    let mut times: Vec<f64> = rows.iter().map(|r| r.3.as_secs_f64()).collect();
+    times.sort_by(f64::total_cmp);
+    let leaked = rows.iter().filter(|r| !r.4.is_empty()).count();
+    println!(
+        "\nruns {}, runs with leaks {leaked} (goal 0), reconcile p50 {:.2} s, max {:.2} s",
+        rows.len(),
+        times[times.len() / 2],
+        times[times.len() - 1]
+    );
+    let _ = Command::new("ip").args(["link", "del", BRIDGE]).status();
+    assert_eq!(leaked, 0, "leaks found");
 }

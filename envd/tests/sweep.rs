@@ -70,7 +70,7 @@ async fn sweep_lists_then_frees_planted_orphans() {
         .await
         .unwrap();
 
-    let mine = |found: &[envd::engine::Orphan]| {
+    let mine = |found: &[envd::engine::Found]| {
         let mut kinds: Vec<&str> = found
             .iter()
             .filter(|o| o.env_id == orphan)

@@ -3,6 +3,8 @@
 //! idempotent and recorded, so a restarted envd picks up where it stopped.
 
 mod archive;
+mod events;
+mod jobs;
 mod node;
 mod pods;
 mod ready;
@@ -18,13 +20,15 @@ use bollard::Docker;
 use ipnetwork::IpNetwork;
 use tokio::sync::Mutex as AsyncMutex;
 
-use crate::error::{Error, Result};
+use crate::error::{DockerContext, Error, Result};
 use crate::spec::{Facts, Plan};
 use crate::store::{Env, State, Store};
 
-pub use node::{NodeMode, host_docker};
+pub use events::watch_host_events;
+pub use jobs::{JOBS, JobReport, JobView, JobsConfig, parse_schedule, spawn_scheduler};
+pub use node::{NodeMode, host_docker, host_docker_at};
 pub use ready::check;
-pub use sweep::Orphan;
+pub use sweep::Found;
 
 /// Objects younger than this are never swept: their env may be being created.
 pub const SWEEP_GRACE: Duration = Duration::from_secs(600);
@@ -49,6 +53,9 @@ pub struct EngineConfig {
     pub node_mode: NodeMode,
     /// Addresses of the pool never leased (e.g. ones other hosts use).
     pub reserved: Vec<(IpAddr, IpAddr)>,
+    pub jobs: JobsConfig,
+    /// `unix:///path` of the host engine; default DOCKER_HOST, else /var/run/docker.sock.
+    pub docker_host: Option<String>,
 }
 
 impl EngineConfig {
@@ -68,6 +75,8 @@ impl EngineConfig {
             cidr,
             node_mode: NodeMode::Auto,
             reserved: vec![],
+            jobs: JobsConfig::default(),
+            docker_host: None,
         }
     }
 
@@ -82,6 +91,11 @@ impl EngineConfig {
     pub fn archive_path(&self, env_id: &str) -> PathBuf {
         self.data_dir.join("logs").join(format!("{env_id}.tar.gz"))
     }
+}
+
+fn runner_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}:{}", host.trim(), std::process::id())
 }
 
 pub fn first_host(cidr: IpNetwork) -> IpAddr {
@@ -100,6 +114,8 @@ pub struct Engine {
     locks: Mutex<HashMap<String, Arc<AsyncMutex<()>>>>,
     /// Envs with a reconcile queued behind the running one: more kicks add nothing.
     queued: Mutex<HashSet<String>>,
+    /// Names this process in job runs (`host:pid`).
+    runner: String,
 }
 
 /// What reconcile wants next.
@@ -111,7 +127,7 @@ pub enum Action {
 
 impl Engine {
     pub async fn new(store: Store, cfg: EngineConfig) -> Result<Arc<Engine>> {
-        let host = host_docker().await?;
+        let host = host_docker_at(cfg.docker_host.as_deref()).await?;
         let pool = cfg.pool()?;
         std::fs::create_dir_all(cfg.data_dir.join("logs")).map_err(|source| Error::Io {
             context: format!("creating {}", cfg.data_dir.join("logs").display()),
@@ -124,11 +140,22 @@ impl Engine {
             pool,
             locks: Mutex::new(HashMap::new()),
             queued: Mutex::new(HashSet::new()),
+            runner: runner_name(),
         }))
     }
 
     pub fn host(&self) -> &Docker {
         &self.host
+    }
+
+    /// Whether the host engine answers now; the API refuses new work (503) when not.
+    pub async fn ping(&self) -> Result<()> {
+        let ping = tokio::time::timeout(Duration::from_secs(5), self.host.ping())
+            .await
+            .unwrap_or(Err(bollard::errors::Error::RequestTimeoutError));
+        ping.map(|_| ()).ctx(|| {
+            "the host Docker Engine does not answer; start it (systemctl start docker) or check --docker-host".into()
+        })
     }
 
     /// Starts (or joins) the reconcile of one env in the background.
@@ -320,6 +347,7 @@ impl Engine {
         crate::faults::maybe_abort(step);
         let t = Instant::now();
         let out = f.await?;
+        crate::faults::maybe_abort_after(step);
         self.store
             .event(&env.id, step, "done", Some(t.elapsed()))
             .await?;
@@ -356,6 +384,7 @@ impl Engine {
             crate::faults::maybe_abort("collecting");
             let t = Instant::now();
             let summary = archive::collect(self, env).await;
+            crate::faults::maybe_abort_after("collecting");
             self.store
                 .event(&env.id, "collecting", &summary, Some(t.elapsed()))
                 .await?;
@@ -366,6 +395,7 @@ impl Engine {
         crate::faults::maybe_abort("freeing");
         let t = Instant::now();
         node::free(self, env).await?;
+        crate::faults::maybe_abort_after("freeing");
         self.store.release_lease(&env.id).await?;
         let failed = self.store.get(&env.id).await?.error.is_some();
         let end = if failed { State::Failed } else { State::Gone };

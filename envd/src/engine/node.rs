@@ -57,11 +57,25 @@ pub fn host_has_sys_resource() -> bool {
 
 /// The host engine, at whatever API version it speaks (ours is 20.10, API 1.41).
 pub async fn host_docker() -> Result<Docker> {
-    let d = Docker::connect_with_local_defaults()
-        .ctx(|| "connecting to the host Docker Engine".into())?;
+    host_docker_at(None).await
+}
+
+/// The host engine at `addr` (`unix:///path` or a socket path), else at DOCKER_HOST or
+/// /var/run/docker.sock. envd shares paths with it (volumes, /run/envd), so it is local.
+pub async fn host_docker_at(addr: Option<&str>) -> Result<Docker> {
+    let d = match addr {
+        Some(a) => Docker::connect_with_unix(
+            a.trim_start_matches("unix://"),
+            120,
+            bollard::API_DEFAULT_VERSION,
+        ),
+        None => Docker::connect_with_local_defaults(),
+    }
+    .ctx(|| "connecting to the host Docker Engine".into())?;
+    let at = addr.unwrap_or("/var/run/docker.sock");
     d.negotiate_version()
         .await
-        .ctx(|| "talking to the host Docker Engine at /var/run/docker.sock; is it running?".into())
+        .ctx(|| format!("talking to the host Docker Engine at {at}; is it running?"))
 }
 
 /// What the engine knows of a running node.

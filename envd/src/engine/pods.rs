@@ -81,6 +81,11 @@ pub(super) async fn ensure_pods(
     try_join_all(pods.iter().map(|pod| async move {
         ensure_pod(engine, env, node, inner, pod).await?;
         if probe {
+            let step = format!("started:{}", pod.name);
+            engine
+                .store
+                .event(&env.id, &step, "containers started", None)
+                .await?;
             super::ready::wait_recorded(engine, env, inner, pod).await?;
         }
         Ok::<(), crate::error::Error>(())

@@ -15,8 +15,9 @@ use super::node::{LABEL_ENV, labelled_containers, labelled_volumes};
 use crate::error::{DockerContext, Result};
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Orphan {
-    /// `container`, `volume`, `veth` or `lease`.
+pub struct Found {
+    /// `container`, `volume`, `veth`, `lease` (sweep), `env`, `warning` (reap), `archive`
+    /// (retain-logs).
     pub kind: &'static str,
     pub name: String,
     pub env_id: String,
@@ -26,9 +27,21 @@ pub struct Orphan {
     pub error: Option<String>,
 }
 
+impl Found {
+    pub fn new(kind: &'static str, name: &str, env_id: &str) -> Self {
+        Found {
+            kind,
+            name: name.to_string(),
+            env_id: env_id.to_string(),
+            freed: false,
+            error: None,
+        }
+    }
+}
+
 impl Engine {
     /// Finds (and unless `dry_run`, frees) what belongs to no env this store holds.
-    pub async fn sweep(&self, grace: Duration, dry_run: bool) -> Result<Vec<Orphan>> {
+    pub async fn sweep(&self, grace: Duration, dry_run: bool) -> Result<Vec<Found>> {
         let holding: HashSet<String> = self.store.holding_ids().await?.into_iter().collect();
         let now = chrono::Utc::now().timestamp();
         let old_enough = |created: i64| now - created >= grace.as_secs() as i64;
@@ -53,7 +66,7 @@ impl Engine {
                 .unwrap_or_default()
                 .trim_start_matches('/')
                 .to_string();
-            let mut o = Orphan {
+            let mut o = Found {
                 kind: "container",
                 name,
                 env_id,
@@ -87,7 +100,7 @@ impl Engine {
             if holding.contains(&env_id) || !old_enough(created) {
                 continue;
             }
-            let mut o = Orphan {
+            let mut o = Found {
                 kind: "volume",
                 name: v.name.clone(),
                 env_id,
@@ -109,7 +122,7 @@ impl Engine {
             if a.bridge.as_deref() != Some(self.cfg.bridge.as_str()) || holding.contains(&a.id) {
                 continue;
             }
-            let mut o = Orphan {
+            let mut o = Found {
                 kind: "veth",
                 name: a.host_ifname.clone(),
                 env_id: a.id.clone(),
@@ -134,7 +147,7 @@ impl Engine {
             if holding.contains(&env_id) {
                 continue;
             }
-            let mut o = Orphan {
+            let mut o = Found {
                 kind: "lease",
                 name: ip,
                 env_id: env_id.clone(),

@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex};
 use envd::engine::{Engine, EngineConfig};
 use envd::store::Store;
 
+pub mod serve;
+
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
@@ -80,6 +82,15 @@ impl Drop for Guard {
 /// An engine on a fresh SQLite store in `dir` that leases only from 10.213.<slice>.0/24,
 /// so tests running at once never share an IP.
 pub async fn engine(dir: &std::path::Path, slice: u8) -> Arc<Engine> {
+    engine_with(dir, slice, |_| {}).await
+}
+
+/// [`engine`] with a changed configuration.
+pub async fn engine_with(
+    dir: &std::path::Path,
+    slice: u8,
+    change: impl FnOnce(&mut EngineConfig),
+) -> Arc<Engine> {
     let store = Store::open(&format!("sqlite://{}", dir.join("envd.db").display()))
         .await
         .unwrap();
@@ -95,5 +106,6 @@ pub async fn engine(dir: &std::path::Path, slice: u8) -> Arc<Engine> {
             ip("10.213.255.254".into()),
         ),
     ];
+    change(&mut cfg);
     Engine::new(store, cfg).await.unwrap()
 }

@@ -1,0 +1,49 @@
+//! Scheduled jobs: list them, run one now.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use serde::Deserialize;
+
+use super::{ApiResult, AppState, Problem};
+use crate::engine::{JobReport, JobView};
+use crate::error::Error;
+
+/// Each job: its cron schedule, next run, and last run with what it found and freed.
+#[utoipa::path(get, path = "/v1/jobs", responses((status = 200, body = Vec<JobView>)))]
+pub(super) async fn list(State(s): State<AppState>) -> ApiResult<Json<Vec<JobView>>> {
+    Ok(Json(s.engine.jobs().await?))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(super) struct JobParams {
+    /// Only list what the job would act on.
+    #[serde(default)]
+    dry_run: bool,
+    /// sweep: leave objects younger than this alone (default from the configuration).
+    grace: Option<String>,
+}
+
+/// Runs a job now: `reap`, `sweep` or `retain-logs`.
+#[utoipa::path(post, path = "/v1/jobs/{name}/run", params(("name" = String, Path, description = "reap, sweep or retain-logs"), JobParams),
+    responses((status = 200, body = JobReport), (status = 404, body = Problem), (status = 422, body = Problem)))]
+pub(super) async fn run(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<JobParams>,
+) -> ApiResult<Json<JobReport>> {
+    let grace = q
+        .grace
+        .as_deref()
+        .map(|g| {
+            humantime::parse_duration(g).map_err(|e| {
+                Error::invalid(
+                    "query",
+                    "grace",
+                    format!("`{g}` is not a duration ({e}); write e.g. 10m"),
+                )
+            })
+        })
+        .transpose()?;
+    Ok(Json(s.engine.run_job(&name, q.dry_run, grace).await?))
+}

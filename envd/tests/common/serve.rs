@@ -1,0 +1,80 @@
+//! A real `envd serve` process for tests that need the binary (crash safety, several envd
+//! on one database).
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Serve {
+    child: Child,
+}
+
+impl Serve {
+    /// `envd serve --listen 127.0.0.1:<port> --data-dir <data> <args…>`, aborting at
+    /// `abort_at` (see envd::faults) when given.
+    pub fn start(data: &Path, port: u16, args: &[&str], abort_at: Option<&str>) -> Serve {
+        // ENVD_TEST_BIN runs another build (e.g. an installed envd) against these tests.
+        let bin = std::env::var("ENVD_TEST_BIN").unwrap_or(env!("CARGO_BIN_EXE_envd").into());
+        let mut cmd = Command::new(bin);
+        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(data)
+            .args(args)
+            .env_remove("ENVD_ABORT_AT")
+            .stdout(Stdio::null())
+            // ENVD_TEST_SERVE_LOG=1 shows envd's own log beside the test's.
+            .stderr(if std::env::var_os("ENVD_TEST_SERVE_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            });
+        if let Some(step) = abort_at {
+            cmd.env("ENVD_ABORT_AT", step);
+        }
+        Serve {
+            child: cmd.spawn().expect("envd serve starts"),
+        }
+    }
+
+    /// Waits for the process to die at its abort point.
+    pub fn wait_abort(&mut self) {
+        let t = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(!status.success(), "envd exited cleanly instead of aborting");
+                return;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(120),
+                "envd never reached its abort step"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub async fn until_up(base: &str) {
+    let t = Instant::now();
+    while reqwest::get(format!("{base}/healthz")).await.is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "envd serve did not come up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

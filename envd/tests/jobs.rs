@@ -1,0 +1,271 @@
+//! Scheduled jobs on the real engine: the reaper's pre-expiry warning (event + webhook to a
+//! loopback server, once) and TTL teardown, dry runs, retain-logs, and one runner per
+//! scheduled slot with two `envd serve` on one PostgreSQL.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::routing::post;
+use envd::catalog::Catalog;
+use envd::service::{CreateRequest, Limits};
+use envd::store::{State, Store, now_ms};
+use serde_json::Value;
+
+mod common;
+
+use common::serve::{Serve, free_port, until_up};
+
+/// A loopback HTTP server that keeps every JSON body POSTed to `/hook`.
+async fn webhook_receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
+    let got: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let keep = Arc::clone(&got);
+    let app = axum::Router::new().route(
+        "/hook",
+        post(move |axum::Json(v): axum::Json<Value>| {
+            let keep = Arc::clone(&keep);
+            async move {
+                keep.lock().unwrap().push(v);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/hook"), got)
+}
+
+#[tokio::test]
+async fn reaper_warns_once_before_expiry_then_tears_down_the_expired_env() {
+    if !common::engine_available().await {
+        return;
+    }
+    let (hook, got) = webhook_receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = common::engine_with(dir.path(), 212, |cfg| {
+        cfg.jobs.webhook_url = Some(hook.clone());
+        cfg.jobs.expiry_warning = Duration::from_secs(3600);
+    })
+    .await;
+    // Recorded only (never kicked), so the jobs act on the store's env without a node.
+    let created = envd::service::create(
+        &engine.store,
+        &Catalog::new(None),
+        &Limits::default(),
+        CreateRequest {
+            template: "minimal".into(),
+            ttl: Some("30m".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let id = match created {
+        envd::store::Created::New(env) | envd::store::Created::Existing(env) => env.id,
+    };
+
+    let dry = engine.run_job("reap", true, None).await.unwrap();
+    assert!(dry.dry_run);
+    assert_eq!(dry.found.len(), 1, "{dry:?}");
+    assert_eq!(dry.found[0].kind, "warning");
+    assert!(!dry.found[0].freed);
+    assert!(got.lock().unwrap().is_empty(), "a dry run sends nothing");
+
+    let run = engine.run_job("reap", false, None).await.unwrap();
+    assert_eq!(run.found.len(), 1, "{run:?}");
+    assert!(
+        run.found[0].freed && run.found[0].error.is_none(),
+        "{run:?}"
+    );
+    {
+        let hooks = got.lock().unwrap();
+        assert_eq!(hooks.len(), 1);
+        assert_eq!(hooks[0]["event"], "env.expiring");
+        assert_eq!(hooks[0]["env"]["id"], id.as_str());
+        assert!(hooks[0]["expires_in_seconds"].as_i64().unwrap() > 1700);
+    }
+    let events = engine.store.events(&id, 0).await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.step == "expiring" && e.message.contains("expires at")),
+        "no expiring event: {events:?}"
+    );
+    // Once: the next run has nothing to warn about.
+    let again = engine.run_job("reap", false, None).await.unwrap();
+    assert!(again.found.is_empty(), "{again:?}");
+    assert_eq!(got.lock().unwrap().len(), 1);
+
+    // Expired: listed by a dry run, torn down by a run.
+    engine
+        .store
+        .set_expires_at(&id, now_ms() - 1000)
+        .await
+        .unwrap();
+    let dry = engine.run_job("reap", true, None).await.unwrap();
+    assert_eq!(
+        (dry.found.len(), dry.found[0].kind, dry.found[0].freed),
+        (1, "env", false)
+    );
+    assert!(!engine.store.get(&id).await.unwrap().state.is_final());
+    let run = engine.run_job("reap", false, None).await.unwrap();
+    assert_eq!((run.found[0].kind, run.found[0].freed), ("env", true));
+    let t = Instant::now();
+    while engine.store.get(&id).await.unwrap().state != State::Gone {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "expired env not gone"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Each run is recorded with what it found; the listing shows the last.
+    let runs = engine.store.job_runs("reap").await.unwrap();
+    assert_eq!(runs.len(), 5);
+    assert!(runs.iter().all(|r| r.ok == Some(true) && r.slot.is_none()));
+    let jobs = engine.jobs().await.unwrap();
+    let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
+    assert_eq!(names, ["reap", "sweep", "retain-logs"]);
+    let reap = &jobs[0];
+    assert_eq!(reap.schedule, "0 * * * * *");
+    assert!(reap.next_run.is_some());
+    let last = reap.last_run.as_ref().unwrap();
+    assert_eq!(last.result.as_ref().unwrap()["found"][0]["kind"], "env");
+
+    let bad = engine.run_job("nope", false, None).await.unwrap_err();
+    assert!(bad.to_string().contains("jobs: reap, sweep, retain-logs"));
+}
+
+#[tokio::test]
+async fn retain_logs_deletes_only_archives_older_than_the_retention() {
+    if !common::engine_available().await {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let engine = common::engine_with(dir.path(), 212, |cfg| {
+        cfg.jobs.log_retention = Duration::from_secs(7 * 24 * 3600);
+    })
+    .await;
+    let logs = dir.path().join("logs");
+    let old = logs.join("old-env.tar.gz");
+    let new = logs.join("new-env.tar.gz");
+    for p in [&old, &new] {
+        std::fs::write(p, b"archive").unwrap();
+    }
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(SystemTime::now() - Duration::from_secs(8 * 24 * 3600))
+        .unwrap();
+
+    let dry = engine.run_job("retain-logs", true, None).await.unwrap();
+    assert_eq!(dry.found.len(), 1, "{dry:?}");
+    assert_eq!(
+        (dry.found[0].kind, dry.found[0].env_id.as_str()),
+        ("archive", "old-env")
+    );
+    assert!(old.exists() && !dry.found[0].freed);
+    let run = engine.run_job("retain-logs", false, None).await.unwrap();
+    assert!(run.found[0].freed);
+    assert!(!old.exists(), "old archive kept");
+    assert!(new.exists(), "recent archive deleted");
+}
+
+/// Two envd on one PostgreSQL, the reaper every second: every scheduled slot runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_envd_on_one_postgres_run_each_scheduled_slot_once() {
+    if !common::engine_available().await {
+        return;
+    }
+    let Ok(pg) = std::env::var("ENVD_TEST_POSTGRES_URL") else {
+        assert!(
+            !common::in_ci(),
+            "CI=true but ENVD_TEST_POSTGRES_URL is not set: run through scripts/test"
+        );
+        eprintln!("skipped: ENVD_TEST_POSTGRES_URL unset");
+        return;
+    };
+    // A database of its own, so no other test's envs are reconciled here.
+    let db = format!("envd_jobs_{}", std::process::id());
+    let admin = sqlx::PgPool::connect(&pg).await.unwrap();
+    let sql = |q: String| sqlx::query(sqlx::AssertSqlSafe(q));
+    sql(format!("DROP DATABASE IF EXISTS {db}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    sql(format!("CREATE DATABASE {db}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let url = format!("{}/{db}", pg.rsplit_once('/').unwrap().0);
+
+    let args = [
+        "--bridge",
+        "envdt1",
+        "--pool-cidr",
+        "10.217.0.0/24",
+        "--database-url",
+        &url,
+        "--reap-schedule",
+        "* * * * * *",
+    ];
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a_port, b_port) = (free_port(), free_port());
+    let a = Serve::start(a_dir.path(), a_port, &args, None);
+    until_up(&format!("http://127.0.0.1:{a_port}")).await;
+    let b = Serve::start(b_dir.path(), b_port, &args, None);
+    until_up(&format!("http://127.0.0.1:{b_port}")).await;
+    let from = now_ms() + 1000;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let to = now_ms() - 1500;
+
+    let listed: Value = reqwest::get(format!("http://127.0.0.1:{b_port}/v1/jobs"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    drop((a, b));
+    let store = Store::open(&url).await.unwrap();
+    let runs = store.job_runs("reap").await.unwrap();
+    let mut per_slot: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+    for r in &runs {
+        per_slot
+            .entry(r.slot.expect("scheduled runs have a slot"))
+            .or_default()
+            .push(r.runner.clone());
+    }
+    drop(store);
+    sql(format!("DROP DATABASE {db} WITH (FORCE)"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let _ = std::process::Command::new("ip")
+        .args(["link", "del", "envdt1"])
+        .status();
+
+    assert!(per_slot.values().all(|r| r.len() == 1), "{per_slot:?}");
+    let window: Vec<i64> = per_slot
+        .keys()
+        .copied()
+        .filter(|s| (from..=to).contains(s))
+        .collect();
+    let seconds = (to - from) / 1000;
+    assert!(
+        window.len() as i64 >= seconds,
+        "{} runs in {seconds} one-second slots: {per_slot:?}",
+        window.len()
+    );
+    let runners: std::collections::BTreeSet<&String> = per_slot.values().flatten().collect();
+    eprintln!("{} slots run by {runners:?}", per_slot.len());
+    let reap = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["name"] == "reap")
+        .unwrap();
+    assert_eq!(reap["schedule"], "* * * * * *");
+    assert!(reap["last_run"]["slot"].is_i64(), "{reap}");
+}
