@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex};
 use envd::engine::{Engine, EngineConfig};
 use envd::store::Store;
 
+pub mod harness;
+
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
