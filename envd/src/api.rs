@@ -21,6 +21,7 @@ use crate::error::Error;
 use crate::service::{self, CreateRequest, Endpoint, Limits};
 use crate::store::{Created, Env, EnvFilter, State as EnvState};
 
+mod clone;
 mod jobs;
 
 #[derive(Clone)]
@@ -36,7 +37,15 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .route("/v1/templates", get(templates))
-        .route("/v1/envs", post(create).get(list).delete(delete_by_key))
+        .route(
+            "/v1/envs",
+            // Room for init files (at most 8 MiB of content) beside the request.
+            post(create)
+                .layer(axum::extract::DefaultBodyLimit::max(10 << 20))
+                .get(list)
+                .delete(delete_by_key),
+        )
+        .route("/v1/envs/{id}/clone", post(clone::clone_env))
         .route("/v1/envs/{id}", get(get_env).delete(delete))
         .route("/v1/envs/{id}/extend", post(extend))
         .route("/v1/envs/{id}/logs", get(logs))
@@ -64,7 +73,8 @@ pub fn router(state: AppState) -> Router {
         metrics,
         openapi,
         jobs::list,
-        jobs::run
+        jobs::run,
+        clone::clone_env
     ),
     components(schemas(
         CreateRequest,
@@ -73,7 +83,9 @@ pub fn router(state: AppState) -> Router {
         Problem,
         ExtendRequest,
         crate::engine::JobView,
-        crate::engine::JobReport
+        crate::engine::JobReport,
+        service::CloneRequest,
+        crate::spec::init::InitFile
     ))
 )]
 pub struct ApiDoc;
@@ -202,6 +214,8 @@ pub struct EnvView {
     pub ready_at: Option<String>,
     pub expires_at: String,
     pub endpoints: BTreeMap<String, Endpoint>,
+    /// The env this one was cloned from.
+    pub clone_of: Option<String>,
 }
 
 fn rfc3339(ms: i64) -> String {
@@ -232,6 +246,7 @@ impl From<&Env> for EnvView {
             ready_at: e.ready_at.map(rfc3339),
             expires_at: rfc3339(e.expires_at),
             endpoints,
+            clone_of: e.clone_of.clone(),
         }
     }
 }

@@ -8,10 +8,15 @@ use std::time::{Duration, Instant};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
+mod clone;
+mod init;
+
 #[derive(Subcommand)]
 pub enum ClientCmd {
     /// Create an environment from a template.
     Create(CreateArgs),
+    /// Create an environment from a ready one's template and answers (--with-data: and its data).
+    Clone(clone::CloneArgs),
     /// List environments.
     Ls {
         #[command(flatten)]
@@ -154,6 +159,9 @@ pub struct CreateArgs {
     /// Keep a failed env's node for debugging.
     #[arg(long)]
     keep_on_failure: bool,
+    /// Init data for a pod's database (repeatable): mysql=seed.sql, mongo=orders.json, redis=keys.redis.
+    #[arg(long = "init", value_name = "POD=FILE")]
+    init: Vec<String>,
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     output: Output,
 }
@@ -239,11 +247,12 @@ async fn call(
 async fn run_inner(cmd: ClientCmd) -> Result<(), Fail> {
     use reqwest::Method;
     match cmd {
+        ClientCmd::Clone(a) => clone::run(a).await,
         ClientCmd::Create(a) => {
             let body = json!({
                 "template": a.template, "answers": pairs("--set", &a.set)?, "name": a.name, "key": a.key,
                 "recreate": a.recreate, "ttl": a.ttl, "labels": pairs("--label", &a.labels)?, "keep_on_failure": a.keep_on_failure,
-                "owner": std::env::var("USER").ok(),
+                "owner": std::env::var("USER").ok(), "init": init::read(&a.init)?,
             });
             let (_, env) = call(Method::POST, &a.c, "/v1/envs", Some(body)).await?;
             let env = if a.wait {

@@ -11,6 +11,9 @@ use crate::error::{Error, Result};
 use crate::spec::{Facts, Plan};
 use crate::store::{Created, Env, NewEnv, Store, now_ms, short_id};
 
+mod clone;
+pub use clone::{CloneRequest, clone};
+
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub default_ttl: Duration,
@@ -51,6 +54,10 @@ pub struct CreateRequest {
     /// Keep a failed env's node for debugging instead of freeing it.
     #[serde(default)]
     pub keep_on_failure: bool,
+    /// Init data by pod: files the database image applies at its first start
+    /// (`*.sql` mysql, `*.json` mongo, `*.redis` redis); at most 8 MiB in all.
+    #[serde(default)]
+    pub init: crate::spec::init::Init,
 }
 
 pub fn parse_ttl(field: &str, s: &str, limits: &Limits) -> Result<Duration> {
@@ -113,7 +120,7 @@ pub async fn create(
         env_name: name.clone(),
         node_ip: "0.0.0.0".into(),
     };
-    Plan::render(&tpl.origin, &tpl.text, &req.answers, &facts).map_err(|e| match e {
+    let plan = Plan::render(&tpl.origin, &tpl.text, &req.answers, &facts).map_err(|e| match e {
         Error::Invalid {
             source_name,
             field,
@@ -125,6 +132,8 @@ pub async fn create(
         },
         other => other,
     })?;
+    crate::spec::init::validate(&req.init, &plan)?;
+    crate::spec::dirs::check_sources(&plan)?;
     if req.recreate
         && let Some(key) = &req.key
         && let Some(old) = store
@@ -150,6 +159,9 @@ pub async fn create(
         labels: req.labels.clone(),
         keep_on_failure: req.keep_on_failure,
         expires_at: now_ms() + ttl.as_millis() as i64,
+        init: req.init.clone(),
+        clone_of: None,
+        with_data: false,
     };
     store.create_env(new).await
 }

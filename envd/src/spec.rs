@@ -10,6 +10,10 @@ use serde_yaml::Value;
 
 use crate::error::{Error, Result};
 
+pub mod dirs;
+pub mod init;
+pub use dirs::Dir;
+
 /// What envd knows of an env when rendering its template.
 #[derive(Debug, Clone, Serialize)]
 pub struct Facts {
@@ -75,6 +79,9 @@ pub struct Container {
     pub env: BTreeMap<String, String>,
     #[serde(default)]
     pub files: Vec<File>,
+    /// Host directories copied in before start, see [`dirs`].
+    #[serde(default)]
+    pub dirs: Vec<Dir>,
     #[serde(default)]
     pub cpus: Option<f64>,
     /// e.g. `512m`, `1g`.
@@ -281,6 +288,7 @@ impl Plan {
                 if let Some(m) = &c.memory {
                     parse_memory(m).map_err(|r| Error::invalid(src, format!("{cat}.memory"), r))?;
                 }
+                dirs::check(src, &cat, c)?;
                 for (k, f) in c.files.iter().enumerate() {
                     if !f.path.starts_with('/') || f.path.ends_with('/') || f.path.contains("..") {
                         return Err(Error::invalid(

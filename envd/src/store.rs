@@ -90,6 +90,13 @@ pub struct Env {
     pub updated_at: i64,
     pub ready_at: Option<i64>,
     pub expires_at: i64,
+    /// Init files uploaded with the create request, by pod.
+    #[serde(skip)]
+    pub init: crate::spec::init::Init,
+    /// The env this one was cloned from.
+    pub clone_of: Option<String>,
+    /// With `clone_of`: the source's databases are copied in once the pods are ready.
+    pub with_data: bool,
 }
 
 impl Env {
@@ -125,6 +132,9 @@ pub struct NewEnv {
     pub labels: BTreeMap<String, String>,
     pub keep_on_failure: bool,
     pub expires_at: i64,
+    pub init: crate::spec::init::Init,
+    pub clone_of: Option<String>,
+    pub with_data: bool,
 }
 
 /// What a create did: a new env, or the live one already holding the key.
@@ -153,7 +163,7 @@ pub fn now_ms() -> i64 {
 
 macro_rules! env_columns {
     () => {
-        "id, name, env_key, owner, template, template_src, answers, labels, state, desired, step, error, node_ip, keep_on_failure, created_at, updated_at, ready_at, expires_at"
+        "id, name, env_key, owner, template, template_src, answers, labels, state, desired, step, error, node_ip, keep_on_failure, created_at, updated_at, ready_at, expires_at, init, clone_of, with_data"
     };
 }
 
@@ -210,7 +220,7 @@ impl Store {
             return Ok(Created::Existing(env));
         }
         let now = now_ms();
-        let res = sqlx::query(concat!("INSERT INTO envs (", env_columns!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'requested', 'ready', 'requested', NULL, NULL, $9, $10, $10, NULL, $11)"))
+        let res = sqlx::query(concat!("INSERT INTO envs (", env_columns!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'requested', 'ready', 'requested', NULL, NULL, $9, $10, $10, NULL, $11, $12, $13, $14)"))
         .bind(&new.id)
         .bind(&new.name)
         .bind(&new.key)
@@ -222,6 +232,9 @@ impl Store {
         .bind(i64::from(new.keep_on_failure))
         .bind(now)
         .bind(new.expires_at)
+        .bind(serde_json::to_string(&new.init).unwrap_or_else(|_| "{}".into()))
+        .bind(&new.clone_of)
+        .bind(i64::from(new.with_data))
         .execute(&self.pool)
         .await;
         match res {
@@ -574,6 +587,9 @@ fn env_from_row(r: &AnyRow) -> Result<Env> {
         updated_at: r.try_get("updated_at")?,
         ready_at: r.try_get("ready_at")?,
         expires_at: r.try_get("expires_at")?,
+        init: serde_json::from_str(&r.try_get::<String, _>("init")?).unwrap_or_default(),
+        clone_of: r.try_get("clone_of")?,
+        with_data: r.try_get::<i64, _>("with_data")? != 0,
     })
 }
 

@@ -110,6 +110,7 @@ async fn every_route_and_every_error_kind() {
         "/openapi.json",
         "/v1/jobs",
         "/v1/jobs/{name}/run",
+        "/v1/envs/{id}/clone",
         "/v1/templates",
         "/v1/envs",
         "/v1/envs/{id}",
@@ -409,4 +410,110 @@ async fn a_create_while_the_engine_is_unavailable_is_a_503_problem() {
     problem(&r, 503, "Docker Engine");
     let (_, _, list) = call(reqwest::Method::GET, &format!("{base}/v1/envs"), None).await;
     assert_eq!(list, json!([]), "nothing recorded");
+}
+
+/// Init files and a clone with data over HTTP: the clone answers with the source's keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn init_files_and_clone_with_data_over_http() {
+    use reqwest::Method;
+    let Some((base, _dir)) = server_in(245).await else {
+        return;
+    };
+    let bad = json!({"template": "minimal", "init": {"nope": [{"name": "a.redis", "content": "SET a 1"}]}});
+    let r = call(
+        Method::POST,
+        &format!("{base}/v1/envs"),
+        Some(&bad.to_string()),
+    )
+    .await;
+    problem(&r, 422, "init.nope");
+    let r = call(
+        Method::POST,
+        &format!("{base}/v1/envs/nope/clone"),
+        Some("{}"),
+    )
+    .await;
+    problem(&r, 404, "nope");
+
+    let body = json!({"template": "minimal", "init": {"redis": [{"name": "seed.redis", "content": "SET greeting hi\n"}]}});
+    let (status, _, src) = call(
+        Method::POST,
+        &format!("{base}/v1/envs?wait=true"),
+        Some(&body.to_string()),
+    )
+    .await;
+    assert_eq!(
+        (status, src["state"].as_str()),
+        (201, Some("ready")),
+        "{src}"
+    );
+    let r = call(
+        Method::POST,
+        &format!("{base}/v1/envs/{}/clone", src["name"].as_str().unwrap()),
+        Some(r#"{"with_data": true, "colour": 1}"#),
+    )
+    .await;
+    problem(&r, 422, "colour");
+    // Written after the init: only the copy brings it into the clone.
+    {
+        let url = src["endpoints"]["redis"]["url"].as_str().unwrap();
+        let mut c = redis::Client::open(url)
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let _: () = redis::cmd("SET")
+            .arg("later")
+            .arg("yes")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+    }
+    let (status, _, clone) = call(
+        Method::POST,
+        &format!(
+            "{base}/v1/envs/{}/clone?wait=true",
+            src["id"].as_str().unwrap()
+        ),
+        Some(r#"{"with_data": true}"#),
+    )
+    .await;
+    assert_eq!(
+        (status, clone["state"].as_str()),
+        (201, Some("ready")),
+        "{clone}"
+    );
+    assert_eq!(clone["clone_of"], src["id"]);
+    for env in [&src, &clone] {
+        let url = env["endpoints"]["redis"]["url"].as_str().unwrap();
+        let mut c = redis::Client::open(url)
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let v: Option<String> = redis::cmd("GET")
+            .arg("greeting")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(v.as_deref(), Some("hi"), "{}", env["name"]);
+        let v: Option<String> = redis::cmd("GET")
+            .arg("later")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(v.as_deref(), Some("yes"), "{}", env["name"]);
+    }
+    for env in [&clone, &src] {
+        let url = format!("{base}/v1/envs/{}?wait=true", env["id"].as_str().unwrap());
+        let (status, _, v) = call(Method::DELETE, &url, None).await;
+        assert_eq!((status, v["state"].as_str()), (200, Some("gone")), "{v}");
+    }
+    let r = call(
+        Method::POST,
+        &format!("{base}/v1/envs/{}/clone", src["id"].as_str().unwrap()),
+        Some("{}"),
+    )
+    .await;
+    problem(&r, 409, "ready");
 }

@@ -51,7 +51,8 @@ pub(super) async fn collect(engine: &Engine, env: &Env) -> String {
     }
 }
 
-async fn inner_docker(engine: &Engine, env: &Env) -> Option<Docker> {
+/// The running node's engine of an env, if it answers.
+pub(super) async fn inner_docker(engine: &Engine, env: &Env) -> Option<Docker> {
     let sock = engine.cfg.run_dir.join(&env.id).join("docker.sock");
     if !sock.exists() {
         return None;

@@ -3,12 +3,14 @@
 //! idempotent and recorded, so a restarted envd picks up where it stopped.
 
 mod archive;
+mod clone;
 mod events;
 mod jobs;
 mod node;
 mod pods;
 mod ready;
 mod sweep;
+mod upload;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -333,7 +335,9 @@ impl Engine {
             env_name: env.name.clone(),
             node_ip: env.node_ip.clone().unwrap_or_else(|| "0.0.0.0".into()),
         };
-        Plan::render(&env.template, &env.template_src, &env.answers, &facts)
+        let mut plan = Plan::render(&env.template, &env.template_src, &env.answers, &facts)?;
+        crate::spec::init::apply(&mut plan, &env.init);
+        Ok(plan)
     }
 
     /// Runs `f` as the recorded step `step`: recorded before it acts and after it completes.
@@ -364,6 +368,12 @@ impl Engine {
             .await?;
         let pods = pods::ensure_pods(self, env, &node, &inner, &plan, true);
         self.step(env, "pods", pods).await?;
+        if env.with_data
+            && let Some(source) = &env.clone_of
+        {
+            let copy = clone::copy_data(self, env, source, &inner, &plan);
+            self.step(env, "copy-data", copy).await?;
+        }
         Ok(())
     }
 

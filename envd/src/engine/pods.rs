@@ -18,7 +18,7 @@ use futures_util::future::try_join_all;
 use super::node::{LABEL_ENV, LABEL_ROLE, LOG_DIR, Node};
 use super::{Engine, STUBS_PORT};
 use crate::error::{DockerContext, Error, IoContext, Result};
-use crate::spec::{CheckKind, Container, File, Plan, Pod, Ready, STUBS_POD};
+use crate::spec::{CheckKind, Container, Dir, File, Plan, Pod, Ready, STUBS_POD};
 use crate::store::Env;
 
 pub const NETWORK: &str = "envd";
@@ -42,6 +42,7 @@ pub fn stubs_pod(engine: &Engine, plan: &Plan) -> Result<Pod> {
                 content: config,
                 mode: 0o644,
             }],
+            dirs: vec![],
             cpus: None,
             memory: Some("64m".into()),
         }],
@@ -174,7 +175,7 @@ async fn ensure_pod(
         }),
         ..Default::default()
     };
-    let restarted_pause = ensure_container(inner, &pod.name, pause, &[]).await?;
+    let restarted_pause = ensure_container(inner, &pod.name, pause, &[], &[]).await?;
 
     let log_bind = if pod.name == STUBS_POD {
         format!("/var/lib/docker/{LOG_DIR}:/var/log/envd")
@@ -210,7 +211,7 @@ async fn ensure_pod(
         if restarted_pause {
             let _ = inner.stop_container(&name, None).await;
         }
-        ensure_container(inner, &name, body, &c.files).await?;
+        ensure_container(inner, &name, body, &c.files, &c.dirs).await?;
     }
     Ok(())
 }
@@ -222,6 +223,7 @@ async fn ensure_container(
     name: &str,
     body: ContainerCreateBody,
     files: &[File],
+    dirs: &[Dir],
 ) -> Result<bool> {
     let image = body.image.clone().unwrap_or_default();
     let state = inner
@@ -257,8 +259,8 @@ async fn ensure_container(
                 });
             }
         }
-        if !files.is_empty() {
-            let tar = files_tar(files).io_ctx(|| format!("packing the files of {name}"))?;
+        if !files.is_empty() || !dirs.is_empty() {
+            let tar = super::upload::container_tar(files, dirs)?;
             let opts = UploadToContainerOptionsBuilder::default().path("/").build();
             inner
                 .upload_to_container(name, Some(opts), bollard::body_full(tar.into()))
@@ -271,16 +273,4 @@ async fn ensure_container(
         .await
         .ctx(|| format!("starting {name}"))?;
     Ok(true)
-}
-
-fn files_tar(files: &[File]) -> std::io::Result<Vec<u8>> {
-    let mut b = tar::Builder::new(Vec::new());
-    for f in files {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(f.content.len() as u64);
-        h.set_mode(f.mode);
-        h.set_mtime(crate::store::now_ms() as u64 / 1000);
-        b.append_data(&mut h, f.path.trim_start_matches('/'), f.content.as_bytes())?;
-    }
-    b.into_inner()
 }

@@ -183,6 +183,16 @@ pub async fn check(
 
 /// Runs a command in an inner container; returns its exit code and combined output.
 pub async fn exec(inner: &Docker, container: &str, cmd: Vec<String>) -> Result<(i64, String)> {
+    exec_with_env(inner, container, cmd, vec![]).await
+}
+
+/// [`exec`] with extra `NAME=value` environment, e.g. a password kept off the command line.
+pub async fn exec_with_env(
+    inner: &Docker,
+    container: &str,
+    cmd: Vec<String>,
+    env: Vec<String>,
+) -> Result<(i64, String)> {
     use crate::error::DockerContext;
     let created = inner
         .create_exec(
@@ -191,6 +201,7 @@ pub async fn exec(inner: &Docker, container: &str, cmd: Vec<String>) -> Result<(
                 attach_stdout: Some(true),
                 attach_stderr: Some(true),
                 cmd: Some(cmd),
+                env: (!env.is_empty()).then_some(env),
                 ..Default::default()
             },
         )

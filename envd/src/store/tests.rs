@@ -47,6 +47,9 @@ fn new_env(tag: &str, key: Option<&str>) -> NewEnv {
         labels: [("team".to_string(), "shop".to_string())].into(),
         keep_on_failure: false,
         expires_at: now_ms() + 3_600_000,
+        init: Default::default(),
+        clone_of: None,
+        with_data: false,
     }
 }
 
@@ -179,4 +182,34 @@ async fn concurrent_leases_are_distinct_until_the_pool_is_exhausted() {
 #[test]
 fn short_ids_come_from_the_random_tail() {
     assert_eq!(short_id("0190a1b2-c3d4-7e5f-8a9b-0123456789ab"), "456789ab");
+}
+
+#[tokio::test]
+async fn init_files_and_clone_marker_round_trip() {
+    for (s, _d) in stores().await {
+        let source = match s.create_env(new_env("src", None)).await.unwrap() {
+            Created::New(e) => e,
+            Created::Existing(_) => panic!("new env"),
+        };
+        assert!(source.init.is_empty() && source.clone_of.is_none() && !source.with_data);
+        let mut n = new_env("clone", None);
+        n.init = [(
+            "mysql".to_string(),
+            vec![crate::spec::init::InitFile {
+                name: "seed.sql".into(),
+                content: "INSERT INTO t VALUES (1);".into(),
+            }],
+        )]
+        .into();
+        n.clone_of = Some(source.id.clone());
+        n.with_data = true;
+        let Created::New(e) = s.create_env(n).await.unwrap() else {
+            panic!("new env")
+        };
+        let e = s.get(&e.id).await.unwrap();
+        assert_eq!(e.init["mysql"][0].name, "seed.sql");
+        assert_eq!(e.init["mysql"][0].content, "INSERT INTO t VALUES (1);");
+        assert_eq!(e.clone_of.as_deref(), Some(source.id.as_str()));
+        assert!(e.with_data);
+    }
 }

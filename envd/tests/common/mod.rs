@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use envd::engine::{Engine, EngineConfig};
 use envd::store::Store;
 
+pub mod harness;
 pub mod serve;
 
 pub fn in_ci() -> bool {

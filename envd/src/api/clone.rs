@@ -1,0 +1,45 @@
+//! `POST /v1/envs/{id}/clone`: records a new env from the source's template and answers;
+//! the engine copies the data (`with_data`) once the clone's pods are ready.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use super::{ApiJson, ApiResult, AppState, CreateParams, EnvView, wait_for};
+use crate::error::Error;
+use crate::service::{self, CloneRequest};
+use crate::store::State as EnvState;
+
+/// A new env from a ready env's template, answers and init files; `with_data` copies the
+/// contents of its MySQL, Mongo and Redis pods.
+#[utoipa::path(post, path = "/v1/envs/{id}/clone", request_body = CloneRequest,
+    params(("id" = String, Path, description = "id or name of a ready env"), CreateParams),
+    responses((status = 201, body = EnvView), (status = 404, body = super::Problem),
+    (status = 409, body = super::Problem, description = "the source is not ready"), (status = 422, body = super::Problem)))]
+pub(super) async fn clone_env(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<CreateParams>,
+    ApiJson(req): ApiJson<CloneRequest>,
+) -> ApiResult<Response> {
+    let timeout = match &q.timeout {
+        Some(t) => humantime::parse_duration(t).map_err(|e| {
+            Error::invalid(
+                "request",
+                "timeout",
+                format!("`{t}` is not a duration ({e}); write e.g. 5m"),
+            )
+        })?,
+        None => std::time::Duration::from_secs(600),
+    };
+    let env = service::clone(&s.engine.store, &s.limits, &id, req).await?;
+    s.engine.kick(&env.id);
+    let env = if q.wait {
+        let settled = [EnvState::Ready, EnvState::Failed, EnvState::Gone];
+        wait_for(&s, &env.id, &settled, timeout).await?
+    } else {
+        env
+    };
+    Ok((StatusCode::CREATED, Json(EnvView::from(&env))).into_response())
+}

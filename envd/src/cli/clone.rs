@@ -1,0 +1,52 @@
+//! `envd clone ENV [--name N] [--with-data]`: a new env from a ready one.
+
+use clap::Args;
+use serde_json::json;
+
+use super::{Conn, Fail, Output, call, print_env, wait_ready};
+
+#[derive(Args)]
+pub struct CloneArgs {
+    #[command(flatten)]
+    c: Conn,
+    /// id or name of a ready env
+    env: String,
+    #[arg(long)]
+    name: Option<String>,
+    /// Copy the contents of its databases (MySQL, Mongo, Redis) too.
+    #[arg(long)]
+    with_data: bool,
+    /// Time to live, e.g. 2h.
+    #[arg(long)]
+    ttl: Option<String>,
+    /// Wait until the clone is ready (or failed).
+    #[arg(long)]
+    wait: bool,
+    #[arg(long, default_value = "10m")]
+    timeout: String,
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    output: Output,
+}
+
+pub(super) async fn run(a: CloneArgs) -> Result<(), Fail> {
+    let body = json!({
+        "name": a.name, "with_data": a.with_data, "ttl": a.ttl,
+        "owner": std::env::var("USER").ok(),
+    });
+    let path = format!("/v1/envs/{}/clone", envd::urlencode(&a.env));
+    let (_, env) = call(reqwest::Method::POST, &a.c, &path, Some(body)).await?;
+    let env = if a.wait {
+        wait_ready(&a.c, &env, &a.timeout).await?
+    } else {
+        env
+    };
+    print_env(&env, a.output);
+    if env["state"] == "failed" {
+        return Err(Fail::EnvFailed(format!(
+            "clone {} failed: {}",
+            env["name"],
+            env["error"].as_str().unwrap_or("see `envd events`")
+        )));
+    }
+    Ok(())
+}

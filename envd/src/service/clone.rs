@@ -1,0 +1,97 @@
+//! Clone: a new env from another env's template text, answers and init files; with
+//! `with_data` the engine copies the source's databases into it once its pods are ready.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Limits, parse_ttl};
+use crate::error::{Error, Result};
+use crate::spec::{Facts, Plan};
+use crate::store::{Created, Env, NewEnv, State, Store, now_ms, short_id};
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CloneRequest {
+    /// Default: the source's name and a short id.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Copy the contents of the source's databases (pods with a mysql, mongo or redis
+    /// readiness check).
+    #[serde(default)]
+    pub with_data: bool,
+    /// e.g. `2h`; default the server's default TTL.
+    #[serde(default)]
+    pub ttl: Option<String>,
+    #[serde(default)]
+    pub owner: Option<String>,
+}
+
+/// Records the clone as `requested`; the source must be ready (its data is read later).
+pub async fn clone(store: &Store, limits: &Limits, source: &str, req: CloneRequest) -> Result<Env> {
+    let src = store.get(source).await?;
+    if src.state != State::Ready || src.desired == "gone" {
+        return Err(Error::Conflict(format!(
+            "environment `{}` is {}{}; only a ready env can be cloned",
+            src.name,
+            src.state.as_str(),
+            if src.desired == "gone" {
+                " and being removed"
+            } else {
+                ""
+            }
+        )));
+    }
+    let ttl = match &req.ttl {
+        Some(s) => parse_ttl("ttl", s, limits)?,
+        None => limits.default_ttl,
+    };
+    if let Some(name) = &req.name {
+        crate::spec::check_name("request", "name", name)?;
+    }
+    let id = uuid::Uuid::now_v7().to_string();
+    let name = req.name.clone().unwrap_or_else(|| {
+        let base: String = src.name.chars().take(31).collect();
+        format!("{}-{}", base.trim_end_matches('-'), short_id(&id))
+    });
+    // The source's template text is kept with the env, so a clone is what the source
+    // was even if the catalog moved on; its host directories must still be there.
+    let facts = Facts {
+        env_id: id.clone(),
+        env_name: name.clone(),
+        node_ip: "0.0.0.0".into(),
+    };
+    let plan = Plan::render(&src.template, &src.template_src, &src.answers, &facts)?;
+    crate::spec::dirs::check_sources(&plan)?;
+    let new = NewEnv {
+        id,
+        name,
+        key: None,
+        owner: req.owner.clone().unwrap_or_else(|| src.owner.clone()),
+        template: src.template.clone(),
+        template_src: src.template_src.clone(),
+        answers: src.answers.clone(),
+        labels: src.labels.clone(),
+        keep_on_failure: false,
+        expires_at: now_ms() + ttl.as_millis() as i64,
+        init: src.init.clone(),
+        clone_of: Some(src.id.clone()),
+        with_data: req.with_data,
+    };
+    match store.create_env(new).await? {
+        Created::New(env) | Created::Existing(env) => {
+            let what = if req.with_data {
+                "with its data"
+            } else {
+                "without data"
+            };
+            store
+                .event(
+                    &env.id,
+                    "clone",
+                    &format!("clone of {} ({}) {what}", src.name, src.id),
+                    None,
+                )
+                .await?;
+            Ok(env)
+        }
+    }
+}
