@@ -10,6 +10,7 @@ mod node;
 mod pods;
 mod ready;
 mod sweep;
+mod sweep_inner;
 mod upload;
 
 use std::collections::{HashMap, HashSet};

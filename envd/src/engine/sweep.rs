@@ -16,7 +16,7 @@ use crate::error::{DockerContext, Result};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Found {
-    /// `container`, `volume`, `veth`, `lease` (sweep), `env`, `warning` (reap), `archive`
+    /// `container`, `volume`, `veth`, `lease`, `inner-container` (sweep), `env`, `warning` (reap), `archive`
     /// (retain-logs).
     pub kind: &'static str,
     pub name: String,
@@ -162,6 +162,7 @@ impl Engine {
             }
             out.push(o);
         }
+        out.extend(self.sweep_inner(grace, dry_run).await?);
         Ok(out)
     }
 }
