@@ -123,7 +123,11 @@ impl From<Error> for ApiError {
             Error::NotFound(_) => ApiError(
                 StatusCode::NOT_FOUND,
                 "Not found".into(),
-                format!("{e}; list environments with GET /v1/envs"),
+                if e.to_string().contains("environment") {
+                    format!("{e}; list environments with GET /v1/envs")
+                } else {
+                    e.to_string()
+                },
                 None,
             ),
             Error::Conflict(_) => {
