@@ -129,6 +129,37 @@ async fn every_route_and_every_error_kind() {
             .any(|t| t["name"] == "full" && t["variables"].as_array().unwrap().len() == 4)
     );
 
+    // Jobs: listed with their schedules; one run now as a dry run; bad names and graces.
+    let (s, _, jobs) = call(Method::GET, &u("/v1/jobs"), None).await;
+    assert_eq!(s, 200);
+    let names: Vec<&str> = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["reap", "sweep", "retain-logs"]);
+    let (s, _, report) = call(Method::POST, &u("/v1/jobs/reap/run?dry_run=true"), None).await;
+    assert_eq!(
+        (s, &report["job"], &report["dry_run"]),
+        (200, &json!("reap"), &json!(true))
+    );
+    problem(
+        &call(Method::POST, &u("/v1/jobs/nope/run"), None).await,
+        404,
+        "nope",
+    );
+    problem(
+        &call(
+            Method::POST,
+            &u("/v1/jobs/sweep/run?dry_run=true&grace=soon"),
+            None,
+        )
+        .await,
+        422,
+        "grace",
+    );
+
     // Bad input of every kind, nothing created.
     problem(
         &call(Method::POST, &u("/v1/envs"), Some("{not json")).await,
