@@ -228,7 +228,9 @@ async fn healthchecks_and_depends_on_conditions_through_the_cli() {
             .position(|x| *x == s)
             .unwrap_or_else(|| panic!("no event {s}: {steps:?}"))
     };
-    assert!(at("ready:orders-db") < at("ready:app"), "{steps:?}");
-    assert!(at("ready:redis") < at("ready:app"), "{steps:?}");
+    assert!(at("ready:orders-db") < at("started:migrate"), "{steps:?}");
+    assert!(at("ready:orders-db") < at("started:app"), "{steps:?}");
+    assert!(at("ready:redis") < at("started:app"), "{steps:?}");
+    assert!(at("started:migrate") < at("started:app"), "{steps:?}");
     srv.teardown(&env).await;
 }
