@@ -22,6 +22,7 @@ use crate::service::{self, CreateRequest, Endpoint, Limits};
 use crate::store::{Created, Env, EnvFilter, State as EnvState};
 
 mod clone;
+mod import;
 mod jobs;
 
 #[derive(Clone)]
@@ -37,6 +38,7 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .route("/v1/templates", get(templates))
+        .route("/v1/templates/import", post(import::import))
         .route(
             "/v1/envs",
             // Room for init files (at most 8 MiB of content) beside the request.
@@ -62,6 +64,7 @@ pub fn router(state: AppState) -> Router {
     paths(
         healthz,
         templates,
+        import::import,
         create,
         list,
         get_env,
@@ -85,7 +88,9 @@ pub fn router(state: AppState) -> Router {
         crate::engine::JobView,
         crate::engine::JobReport,
         service::CloneRequest,
-        crate::spec::init::InitFile
+        crate::spec::init::InitFile,
+        import::ImportRequest,
+        import::ImportView
     ))
 )]
 pub struct ApiDoc;

@@ -30,11 +30,20 @@ pub struct TemplateSource {
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
     dir: Option<PathBuf>,
+    /// Compose image -> envd image, for `templates import`.
+    pub images: crate::compose::ImageMap,
 }
 
 impl Catalog {
     pub fn new(dir: Option<PathBuf>) -> Self {
-        Catalog { dir }
+        Catalog {
+            dir,
+            images: Default::default(),
+        }
+    }
+
+    pub fn dir(&self) -> Option<&std::path::Path> {
+        self.dir.as_deref()
     }
 
     /// Every template, keyed by name then version; a directory's entry wins over a built-in.

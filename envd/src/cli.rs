@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 mod clone;
 mod init;
+mod templates;
 
 #[derive(Subcommand)]
 pub enum ClientCmd {
@@ -85,10 +86,12 @@ pub enum ClientCmd {
         #[command(subcommand)]
         cmd: Option<JobsCmd>,
     },
-    /// List the template catalog.
+    /// List the template catalog; `envd templates import FILE --name N` adds a compose file.
     Templates {
         #[command(flatten)]
         c: Conn,
+        #[command(subcommand)]
+        cmd: Option<templates::TemplatesCmd>,
     },
 }
 
@@ -488,7 +491,8 @@ async fn run_inner(cmd: ClientCmd) -> Result<(), Fail> {
             );
             Ok(())
         }
-        ClientCmd::Templates { c } => {
+        ClientCmd::Templates { c, cmd: Some(cmd) } => templates::run(&c, cmd).await,
+        ClientCmd::Templates { c, cmd: None } => {
             let (_, v) = call(Method::GET, &c, "/v1/templates", None).await?;
             for t in v.as_array().into_iter().flatten() {
                 let versions: Vec<String> = t["versions"]

@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod catalog;
+pub mod compose;
 pub mod doctor;
 pub mod engine;
 pub mod error;

@@ -28,7 +28,8 @@ pub struct ServeArgs {
     /// `sqlite://FILE` (default: <data-dir>/envd.db) or `postgres://...`.
     #[arg(long, env = "ENVD_DATABASE_URL")]
     database_url: Option<String>,
-    /// Extra templates: <dir>/<name>/<version>/template.yaml.
+    /// Extra templates: <dir>/<name>/<version>/template.yaml (default <data-dir>/templates;
+    /// `envd templates import` writes there).
     #[arg(long, env = "ENVD_TEMPLATES_DIR")]
     templates_dir: Option<PathBuf>,
     /// Host Docker Engine socket, e.g. unix:///var/run/docker.sock (default: DOCKER_HOST,
@@ -87,12 +88,15 @@ struct FileConfig {
     expiry_warning: Option<String>,
     webhook_url: Option<String>,
     sweep_grace: Option<String>,
+    /// Compose image pattern -> envd image for `templates import`, over the defaults.
+    compose_images: Option<std::collections::BTreeMap<String, String>>,
 }
 
 pub struct Config {
     pub listen: String,
     pub database_url: String,
     pub templates_dir: Option<PathBuf>,
+    pub compose_images: std::collections::BTreeMap<String, String>,
     pub engine: EngineConfig,
     pub limits: Limits,
 }
@@ -187,7 +191,12 @@ fn resolve(a: ServeArgs) -> anyhow::Result<Config> {
             .database_url
             .or(file.database_url)
             .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("envd.db").display())),
-        templates_dir: a.templates_dir.or(file.templates_dir),
+        templates_dir: Some(
+            a.templates_dir
+                .or(file.templates_dir)
+                .unwrap_or_else(|| data_dir.join("templates")),
+        ),
+        compose_images: file.compose_images.unwrap_or_default(),
         engine,
         limits,
     })
@@ -246,9 +255,11 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     tokio::spawn(envd::engine::watch_host_events(Arc::clone(&engine)));
     envd::engine::spawn_scheduler(&engine);
 
+    let mut catalog = Catalog::new(cfg.templates_dir.clone());
+    catalog.images = envd::compose::ImageMap::with(cfg.compose_images.clone());
     let state = envd::api::AppState {
         engine,
-        catalog: Catalog::new(cfg.templates_dir.clone()),
+        catalog,
         limits: cfg.limits.clone(),
     };
     let app = envd::api::router(state);

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 pub mod dirs;
 pub mod init;
 pub use dirs::Dir;
+pub mod order;
 
 /// What envd knows of an env when rendering its template.
 #[derive(Debug, Clone, Serialize)]
@@ -54,14 +55,23 @@ pub struct Plan {
     pub stubs: Vec<serde_json::Value>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Pod {
     pub name: String,
     pub containers: Vec<Container>,
-    /// Ports published on the node's IP (same number inside and outside).
+    /// Ports published on the node's IP (same number inside and outside unless `targets`).
     #[serde(default)]
     pub ports: Vec<u16>,
+    /// Published port -> the containers' port it forwards to, where they differ.
+    #[serde(default)]
+    pub targets: BTreeMap<u16, u16>,
+    /// Extra names other pods reach this pod by (e.g. a compose service's original name).
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Pods to wait for before this one starts, with what to wait for.
+    #[serde(default)]
+    pub depends_on: BTreeMap<String, order::Condition>,
     #[serde(default)]
     pub ready: Option<Ready>,
     #[serde(default)]
@@ -352,7 +362,7 @@ impl Plan {
                 ));
             }
         }
-        Ok(())
+        order::validate(src, &self.pods)
     }
 }
 

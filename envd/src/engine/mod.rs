@@ -7,6 +7,7 @@ mod clone;
 mod events;
 mod jobs;
 mod node;
+mod order;
 mod pods;
 mod ready;
 mod sweep;

@@ -7,8 +7,8 @@ use std::os::unix::fs::PermissionsExt;
 
 use bollard::Docker;
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig,
-    PortBinding,
+    ContainerCreateBody, ContainerStateStatusEnum, EndpointSettings, HostConfig,
+    NetworkCreateRequest, NetworkingConfig, PortBinding,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, InspectContainerOptions, UploadToContainerOptionsBuilder,
@@ -16,8 +16,10 @@ use bollard::query_parameters::{
 use futures_util::future::try_join_all;
 
 use super::node::{LABEL_ENV, LABEL_ROLE, LOG_DIR, Node};
+use super::order::{Gates, Stage};
 use super::{Engine, STUBS_PORT};
 use crate::error::{DockerContext, Error, IoContext, Result};
+use crate::spec::order::Condition;
 use crate::spec::{CheckKind, Container, Dir, File, Plan, Pod, Ready, STUBS_POD};
 use crate::store::Env;
 
@@ -56,7 +58,7 @@ pub fn stubs_pod(engine: &Engine, plan: &Plan) -> Result<Pod> {
             container: None,
             deadline: None,
         }),
-        endpoint: None,
+        ..Default::default()
     })
 }
 
@@ -68,7 +70,8 @@ pub fn all_pods(engine: &Engine, plan: &Plan) -> Result<Vec<Pod>> {
 }
 
 /// Starts every pod that is not running and, with `probe`, waits for each to answer; a pod
-/// is probed as soon as it started, not after the slowest pod started.
+/// is probed as soon as it started, not after the slowest pod started. A pod with
+/// `depends_on` starts once what it waits for is there; the others start at once.
 pub(super) async fn ensure_pods(
     engine: &Engine,
     env: &Env,
@@ -79,8 +82,18 @@ pub(super) async fn ensure_pods(
 ) -> Result<()> {
     ensure_network(inner, env).await?;
     let pods = all_pods(engine, plan)?;
+    let gates = Gates::new(&pods);
+    let wanted_ready = crate::spec::order::awaited(&pods, Condition::Ready);
+    let jobs = crate::spec::order::awaited(&pods, Condition::Completed);
+    let (pods, gates, wanted_ready, jobs) = (&pods, &gates, &wanted_ready, &jobs);
     try_join_all(pods.iter().map(|pod| async move {
-        ensure_pod(engine, env, node, inner, pod).await?;
+        // A resync leaves running pods alone: no need to wait for what they wait for.
+        if probe || !super::order::running(inner, pod).await {
+            gates.wait_for_deps(inner, pods, pod).await?;
+        }
+        let once = jobs.contains_key(pod.name.as_str());
+        let started = ensure_pod(engine, env, node, inner, pod, once).await?;
+        gates.set(&pod.name, Stage::Started);
         if probe {
             let step = format!("started:{}", pod.name);
             engine
@@ -88,7 +101,18 @@ pub(super) async fn ensure_pods(
                 .event(&env.id, &step, "containers started", None)
                 .await?;
             super::ready::wait_recorded(engine, env, inner, pod).await?;
+        } else if started
+            && wanted_ready.contains_key(pod.name.as_str())
+            && let Some(r) = &pod.ready
+        {
+            let ip = env
+                .node_ip
+                .as_deref()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| Error::step("readiness", "the env has no node IP"))?;
+            super::ready::wait_pod(ip, inner, pod, r).await?;
         }
+        gates.set(&pod.name, Stage::Ready);
         Ok::<(), crate::error::Error>(())
     }))
     .await?;
@@ -132,7 +156,8 @@ async fn ensure_pod(
     node: &Node,
     inner: &Docker,
     pod: &Pod,
-) -> Result<()> {
+    once: bool,
+) -> Result<bool> {
     // The pod's log dir, made from the host side of the node's data root: writable by the
     // unprivileged users database images run as.
     let host_log_dir = node.log_dir().join(&pod.name);
@@ -146,7 +171,7 @@ async fn ensure_pod(
         .iter()
         .map(|p| {
             (
-                format!("{p}/tcp"),
+                format!("{}/tcp", pod.targets.get(p).unwrap_or(p)),
                 Some(vec![PortBinding {
                     host_ip: None,
                     host_port: Some(p.to_string()),
@@ -158,7 +183,12 @@ async fn ensure_pod(
         image: Some(engine.cfg.pause_image.clone()),
         hostname: Some(pod.name.clone()),
         labels: Some(labels(env, &pod.name, "pause", "pause")),
-        exposed_ports: Some(pod.ports.iter().map(|p| format!("{p}/tcp")).collect()),
+        exposed_ports: Some(
+            pod.ports
+                .iter()
+                .map(|p| format!("{}/tcp", pod.targets.get(p).unwrap_or(p)))
+                .collect(),
+        ),
         host_config: Some(HostConfig {
             port_bindings: Some(ports),
             network_mode: Some(NETWORK.into()),
@@ -168,14 +198,20 @@ async fn ensure_pod(
             endpoints_config: Some(HashMap::from([(
                 NETWORK.to_string(),
                 EndpointSettings {
-                    aliases: Some(vec![pod.name.clone()]),
+                    aliases: Some(
+                        std::iter::once(&pod.name)
+                            .chain(&pod.aliases)
+                            .cloned()
+                            .collect(),
+                    ),
                     ..Default::default()
                 },
             )])),
         }),
         ..Default::default()
     };
-    let restarted_pause = ensure_container(inner, &pod.name, pause, &[], &[]).await?;
+    let restarted_pause = ensure_container(inner, &pod.name, pause, &[], &[], false).await?;
+    let mut started = restarted_pause;
 
     let log_bind = if pod.name == STUBS_POD {
         format!("/var/lib/docker/{LOG_DIR}:/var/log/envd")
@@ -211,19 +247,21 @@ async fn ensure_pod(
         if restarted_pause {
             let _ = inner.stop_container(&name, None).await;
         }
-        ensure_container(inner, &name, body, &c.files, &c.dirs).await?;
+        started |= ensure_container(inner, &name, body, &c.files, &c.dirs, once).await?;
     }
-    Ok(())
+    Ok(started)
 }
 
 /// Creates (pushing its files between create and start) and starts a container; starts it
-/// again if it exists but is stopped. Returns whether it had to be (re)started.
+/// again if it exists but is stopped, unless it is a `once` job that exited 0. Returns
+/// whether it had to be (re)started.
 async fn ensure_container(
     inner: &Docker,
     name: &str,
     body: ContainerCreateBody,
     files: &[File],
     dirs: &[Dir],
+    once: bool,
 ) -> Result<bool> {
     let image = body.image.clone().unwrap_or_default();
     let state = inner
@@ -232,7 +270,9 @@ async fn ensure_container(
         .ok()
         .and_then(|i| i.state);
     if let Some(s) = state {
-        if s.running.unwrap_or(false) {
+        let exited_ok =
+            s.status == Some(ContainerStateStatusEnum::EXITED) && s.exit_code == Some(0);
+        if s.running.unwrap_or(false) || (once && exited_ok) {
             return Ok(false);
         }
     } else {

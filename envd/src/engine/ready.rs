@@ -43,7 +43,7 @@ pub(super) async fn wait_recorded(
         .await
 }
 
-async fn wait_pod(ip: IpAddr, inner: &Docker, pod: &Pod, ready: &Ready) -> Result<()> {
+pub(super) async fn wait_pod(ip: IpAddr, inner: &Docker, pod: &Pod, ready: &Ready) -> Result<()> {
     let deadline = ready.deadline.unwrap_or(DEFAULT_READY_DEADLINE);
     let t = Instant::now();
     let mut delay = Duration::from_millis(50);
