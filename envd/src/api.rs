@@ -17,13 +17,14 @@ use utoipa::OpenApi;
 
 use crate::catalog::Catalog;
 use crate::engine::Engine;
-use crate::error::Error;
+use crate::error::{Error, FieldError};
 use crate::service::{self, CreateRequest, Endpoint, Limits};
 use crate::store::{Created, Env, EnvFilter, State as EnvState};
 
 mod clone;
 mod import;
 mod jobs;
+mod templates;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -37,7 +38,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
-        .route("/v1/templates", get(templates))
+        .route("/v1/templates", get(templates::templates))
         .route("/v1/templates/import", post(import::import))
         .route(
             "/v1/envs",
@@ -63,7 +64,7 @@ pub fn router(state: AppState) -> Router {
     info(title = "envd", description = "Ephemeral test environments"),
     paths(
         healthz,
-        templates,
+        templates::templates,
         import::import,
         create,
         list,
@@ -90,7 +91,9 @@ pub fn router(state: AppState) -> Router {
         service::CloneRequest,
         crate::spec::init::InitFile,
         import::ImportRequest,
-        import::ImportView
+        import::ImportView,
+        FieldError,
+        templates::TemplateView
     ))
 )]
 pub struct ApiDoc;
@@ -105,9 +108,31 @@ pub struct Problem {
     pub detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// Every bad field of the request, when there are several to fix (RFC 7807 extension).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<FieldError>>,
 }
 
-pub struct ApiError(StatusCode, String, String, Option<String>);
+pub struct ApiError(StatusCode, String, String, Option<Fields>);
+
+/// What a problem names: one field, or every bad one. Built from a string too, so
+/// `Some("key".into())` reads as before.
+pub enum Fields {
+    One(String),
+    Each(Vec<FieldError>),
+}
+
+impl From<&str> for Fields {
+    fn from(f: &str) -> Self {
+        Fields::One(f.to_string())
+    }
+}
+
+impl From<String> for Fields {
+    fn from(f: String) -> Self {
+        Fields::One(f)
+    }
+}
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
@@ -122,9 +147,15 @@ impl From<Error> for ApiError {
                     StatusCode::UNPROCESSABLE_ENTITY,
                     title.into(),
                     e.to_string(),
-                    Some(field.clone()),
+                    Some(field.clone().into()),
                 )
             }
+            Error::InvalidFields { ref fields, .. } => ApiError(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Invalid input".into(),
+                e.to_string(),
+                Some(Fields::Each(fields.clone())),
+            ),
             Error::NotFound(_) => ApiError(
                 StatusCode::NOT_FOUND,
                 "Not found".into(),
@@ -171,7 +202,7 @@ impl From<JsonRejection> for ApiError {
         };
         let detail = r.body_text();
         // serde names the field in its message, e.g. "unknown field `tmpl`" or "missing field `template`".
-        let field = detail.split('`').nth(1).map(String::from);
+        let field = detail.split('`').nth(1).map(Fields::from);
         ApiError(
             status,
             "Malformed request body".into(),
@@ -183,13 +214,22 @@ impl From<JsonRejection> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let ApiError(status, title, detail, field) = self;
+        let ApiError(status, title, detail, fields) = self;
+        let (field, errors) = match fields {
+            None => (None, None),
+            Some(Fields::One(f)) => (Some(f), None),
+            Some(Fields::Each(all)) => {
+                let one = (all.len() == 1).then(|| all[0].field.clone());
+                (one, Some(all))
+            }
+        };
         let p = Problem {
             kind: "about:blank".into(),
             title,
             status: status.as_u16(),
             detail,
             field,
+            errors,
         };
         (
             status,
@@ -219,6 +259,8 @@ pub struct EnvView {
     pub error: Option<String>,
     pub node_ip: Option<String>,
     pub labels: BTreeMap<String, String>,
+    /// As given at create (plus generated passwords), passwords masked.
+    pub answers: BTreeMap<String, String>,
     pub created_at: String,
     pub ready_at: Option<String>,
     pub expires_at: String,
@@ -251,6 +293,7 @@ impl From<&Env> for EnvView {
             error: e.error.clone(),
             node_ip: e.node_ip.clone(),
             labels: e.labels.clone(),
+            answers: crate::spec::answers::shown_of(&e.template, &e.template_src, &e.answers),
             created_at: rfc3339(e.created_at),
             ready_at: e.ready_at.map(rfc3339),
             expires_at: rfc3339(e.expires_at),
@@ -342,40 +385,6 @@ async fn not_found() -> ApiError {
         "no such route; see /openapi.json".into(),
         None,
     )
-}
-
-#[derive(Serialize)]
-struct TemplateView {
-    name: String,
-    versions: Vec<String>,
-    description: String,
-    variables: Vec<crate::spec::Variable>,
-}
-
-#[utoipa::path(get, path = "/v1/templates", responses((status = 200, description = "the catalog")))]
-async fn templates(State(s): State<AppState>) -> ApiResult<Json<Vec<TemplateView>>> {
-    let mut out = vec![];
-    for (name, versions) in s.catalog.all()? {
-        let latest = s.catalog.get(&name)?;
-        let facts = crate::spec::Facts {
-            env_id: String::new(),
-            env_name: String::new(),
-            node_ip: "0.0.0.0".into(),
-        };
-        let (description, variables) =
-            match crate::spec::Plan::render(&latest.origin, &latest.text, &BTreeMap::new(), &facts)
-            {
-                Ok(p) => (p.description, p.variables),
-                Err(e) => (format!("(invalid: {e})"), vec![]),
-            };
-        out.push(TemplateView {
-            name,
-            versions: versions.keys().cloned().collect(),
-            description,
-            variables,
-        });
-    }
-    Ok(Json(out))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

@@ -134,7 +134,7 @@ impl Catalog {
 }
 
 /// Numeric-aware version order: 10 > 9, 1.10 > 1.9.
-fn version_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+pub fn version_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     let parts = |s: &str| {
         s.split('.')
             .map(|p| p.parse::<u64>().unwrap_or(0))

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
+mod catalog;
 mod clone;
 mod init;
 mod templates;
@@ -235,7 +236,18 @@ async fn call(
             .and_then(Value::as_str)
             .unwrap_or("error")
             .to_string();
-        let msg = format!("{title}: {detail}");
+        // Several bad fields: one line each, so every one can be fixed in one go.
+        let each: Vec<String> = v["errors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| format!("\n  {}: {}", s(&e["field"]), s(&e["reason"])))
+            .collect();
+        let msg = if each.is_empty() {
+            format!("{title}: {detail}")
+        } else {
+            format!("{title}:{}", each.concat())
+        };
         return Err(
             if status == 400 || status == 404 || status == 409 || status == 422 {
                 Fail::Usage(msg)
@@ -494,33 +506,7 @@ async fn run_inner(cmd: ClientCmd) -> Result<(), Fail> {
         ClientCmd::Templates { c, cmd: Some(cmd) } => templates::run(&c, cmd).await,
         ClientCmd::Templates { c, cmd: None } => {
             let (_, v) = call(Method::GET, &c, "/v1/templates", None).await?;
-            for t in v.as_array().into_iter().flatten() {
-                let versions: Vec<String> = t["versions"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(s)
-                    .collect();
-                println!(
-                    "{:<16} {:<10} {}",
-                    s(&t["name"]),
-                    versions.join(","),
-                    s(&t["description"])
-                );
-                for var in t["variables"].as_array().into_iter().flatten() {
-                    let default = if var["password"] == true {
-                        "****".to_string()
-                    } else {
-                        s(&var["default"])
-                    };
-                    println!(
-                        "    --set {}={:<14} {}",
-                        s(&var["variable"]),
-                        default,
-                        s(&var["description"])
-                    );
-                }
-            }
+            catalog::print(&v);
             Ok(())
         }
     }

@@ -11,6 +11,12 @@ pub enum Error {
         field: String,
         reason: String,
     },
+    /// Bad answers: every bad field at once, so one round trip fixes them all.
+    #[error("{source_name}: {}", list_fields(fields))]
+    InvalidFields {
+        source_name: String,
+        fields: Vec<FieldError>,
+    },
     #[error("{0} not found")]
     NotFound(String),
     #[error("conflict: {0}")]
@@ -38,6 +44,13 @@ pub enum Error {
     /// A step of an environment could not complete (a pod not ready, a deadline).
     #[error("{step}: {reason}")]
     Step { step: String, reason: String },
+}
+
+/// One bad field of an [`Error::InvalidFields`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct FieldError {
+    pub field: String,
+    pub reason: String,
 }
 
 impl Error {
@@ -69,6 +82,15 @@ impl Error {
             }
         )
     }
+}
+
+/// `a: reason; b: reason`, for messages and logs.
+fn list_fields(fields: &[FieldError]) -> String {
+    fields
+        .iter()
+        .map(|f| format!("{}: {}", f.field, f.reason))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Adds context to a Docker error at the call site.

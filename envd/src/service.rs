@@ -120,18 +120,32 @@ pub async fn create(
         env_name: name.clone(),
         node_ip: "0.0.0.0".into(),
     };
-    let plan = Plan::render(&tpl.origin, &tpl.text, &req.answers, &facts).map_err(|e| match e {
-        Error::Invalid {
-            source_name,
-            field,
-            reason,
-        } if field.starts_with("answers.") => Error::Invalid {
-            source_name: "request".into(),
-            field,
-            reason: format!("{reason} (template {source_name})"),
-        },
-        other => other,
-    })?;
+    // Every bad answer at once, before anything is stored; generated passwords are made
+    // here, once, and stored with the answers so each later render sees the same ones.
+    let (answers, plan) = crate::spec::answers::complete(&tpl.origin, &tpl.text, &req.answers)
+        .and_then(|answers| {
+            let plan = Plan::render(&tpl.origin, &tpl.text, &answers, &facts)?;
+            Ok((answers, plan))
+        })
+        .map_err(|e| match e {
+            Error::Invalid {
+                source_name,
+                field,
+                reason,
+            } if field.starts_with("answers.") => Error::Invalid {
+                source_name: "request".into(),
+                field,
+                reason: format!("{reason} (template {source_name})"),
+            },
+            Error::InvalidFields {
+                source_name,
+                fields,
+            } => Error::InvalidFields {
+                source_name: format!("request (template {source_name})"),
+                fields,
+            },
+            other => other,
+        })?;
     crate::spec::init::validate(&req.init, &plan)?;
     crate::spec::dirs::check_sources(&plan)?;
     if req.recreate
@@ -155,7 +169,7 @@ pub async fn create(
         owner: req.owner.clone().unwrap_or_else(|| "anonymous".into()),
         template: format!("{}:{}", tpl.name, tpl.version),
         template_src: tpl.text.clone(),
-        answers: req.answers.clone(),
+        answers,
         labels: req.labels.clone(),
         keep_on_failure: req.keep_on_failure,
         expires_at: now_ms() + ttl.as_millis() as i64,

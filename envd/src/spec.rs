@@ -10,10 +10,14 @@ use serde_yaml::Value;
 
 use crate::error::{Error, Result};
 
+pub mod answers;
 pub mod dirs;
 pub mod init;
+pub mod questions;
+
 pub use dirs::Dir;
 pub mod order;
+pub use questions::{Kind, Question};
 
 /// What envd knows of an env when rendering its template.
 #[derive(Debug, Clone, Serialize)]
@@ -26,19 +30,6 @@ pub struct Facts {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct Variable {
-    pub variable: String,
-    #[serde(default)]
-    pub description: String,
-    #[serde(default)]
-    pub default: Option<String>,
-    /// Masked wherever envd shows answers.
-    #[serde(default)]
-    pub password: bool,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
 pub struct Plan {
     pub name: String,
     pub version: String,
@@ -47,8 +38,9 @@ pub struct Plan {
     /// How long creation may take before the env fails.
     #[serde(default, with = "humantime_serde")]
     pub deadline: Option<Duration>,
-    #[serde(default)]
-    pub variables: Vec<Variable>,
+    /// The questions; `questions:` is read as the same list.
+    #[serde(default, alias = "questions")]
+    pub variables: Vec<Question>,
     pub pods: Vec<Pod>,
     /// Canned HTTP responses served by the env's stubs sidecar (stubs.yaml entries).
     #[serde(default)]
@@ -167,12 +159,11 @@ impl Plan {
         answers: &BTreeMap<String, String>,
         facts: &Facts,
     ) -> Result<Plan> {
-        let mut doc: Value = serde_yaml::from_str(source)
-            .map_err(|e| Error::invalid(source_name, yaml_location(&e), e.to_string()))?;
-        let variables = parse_variables(source_name, &doc)?;
-        let values = resolve_answers(source_name, &variables, answers)?;
+        let mut doc = parse_yaml(source_name, source)?;
+        let questions = questions::parse(source_name, &doc)?;
+        let values = answers::resolve(source_name, &questions, answers)?.values;
 
-        let mut ctx: HashMap<String, String> = values;
+        let mut ctx: HashMap<String, String> = values.into_iter().collect();
         ctx.insert("env_id".into(), facts.env_id.clone());
         ctx.insert("env_name".into(), facts.env_name.clone());
         ctx.insert("node_ip".into(), facts.node_ip.clone());
@@ -186,10 +177,12 @@ impl Plan {
             }
         }
 
-        let plan: Plan = serde_path_to_error::deserialize(doc).map_err(|e| {
+        let mut plan: Plan = serde_path_to_error::deserialize(doc).map_err(|e| {
             let field = e.path().to_string();
             Error::invalid(source_name, field, e.into_inner().to_string())
         })?;
+        // As checked: `password: true` read as `type: password`.
+        plan.variables = questions;
         plan.validate(source_name)?;
         Ok(plan)
     }
@@ -415,14 +408,8 @@ fn yaml_location(e: &serde_yaml::Error) -> String {
     }
 }
 
-fn parse_variables(src: &str, doc: &Value) -> Result<Vec<Variable>> {
-    match doc.get("variables") {
-        None | Some(Value::Null) => Ok(vec![]),
-        Some(v) => serde_path_to_error::deserialize(v.clone()).map_err(|e| {
-            let field = format!("variables{}", path_suffix(&e.path().to_string()));
-            Error::invalid(src, field, e.into_inner().to_string())
-        }),
-    }
+fn parse_yaml(src: &str, text: &str) -> Result<Value> {
+    serde_yaml::from_str(text).map_err(|e| Error::invalid(src, yaml_location(&e), e.to_string()))
 }
 
 fn path_suffix(p: &str) -> String {
@@ -433,48 +420,6 @@ fn path_suffix(p: &str) -> String {
     } else {
         format!(".{p}")
     }
-}
-
-/// Values of every declared variable: the answer if given, else the default.
-fn resolve_answers(
-    src: &str,
-    variables: &[Variable],
-    answers: &BTreeMap<String, String>,
-) -> Result<HashMap<String, String>> {
-    let declared: HashSet<&str> = variables.iter().map(|v| v.variable.as_str()).collect();
-    for key in answers.keys() {
-        if !declared.contains(key.as_str()) {
-            let mut known: Vec<&str> = declared.iter().copied().collect();
-            known.sort();
-            return Err(Error::invalid(
-                src,
-                format!("answers.{key}"),
-                format!(
-                    "the template declares no variable `{key}`; declared: {}",
-                    known.join(", ")
-                ),
-            ));
-        }
-    }
-    let mut out = HashMap::new();
-    for v in variables {
-        let value = match (answers.get(&v.variable), &v.default) {
-            (Some(a), _) => a.clone(),
-            (None, Some(d)) => d.clone(),
-            (None, None) => {
-                return Err(Error::invalid(
-                    src,
-                    format!("answers.{}", v.variable),
-                    format!(
-                        "`{}` has no default; give it with --set {}=VALUE",
-                        v.variable, v.variable
-                    ),
-                ));
-            }
-        };
-        out.insert(v.variable.clone(), value);
-    }
-    Ok(out)
 }
 
 fn render_strings(

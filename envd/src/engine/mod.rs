@@ -314,7 +314,10 @@ impl Engine {
 
     async fn fail(&self, env: &Env, e: Error) -> Result<Action> {
         let current = self.store.get(&env.id).await?;
-        let cause = format!("{} failed: {e}", current.step);
+        // A failed check or command may quote a rendered password; it is logged and shown.
+        let secrets =
+            crate::spec::answers::secrets_of(&env.template, &env.template_src, &env.answers);
+        let cause = crate::spec::answers::mask(&format!("{} failed: {e}", current.step), &secrets);
         tracing::warn!(env = %env.id, "{cause}");
         self.store.event(&env.id, "failed", &cause, None).await?;
         self.store

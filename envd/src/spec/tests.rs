@@ -56,12 +56,17 @@ fn an_undeclared_answer_names_the_declared_ones() {
 }
 
 #[test]
-fn a_variable_without_default_must_be_answered() {
-    let src = "name: a\nversion: '1'\nvariables: [{variable: pw}]\npods: [{name: p, containers: [{name: c, image: i, env: {X: '{{ pw }}'}}]}]\n";
+fn a_required_variable_must_be_answered_and_an_optional_one_renders_empty() {
+    let src = "name: a\nversion: '1'\nvariables: [{variable: pw, required: true}]\npods: [{name: p, containers: [{name: c, image: i, env: {X: '{{ pw }}'}}]}]\n";
     assert!(err(src).contains("answers.pw"));
     assert_eq!(
         render(src, &[("pw", "1")]).unwrap().pods[0].containers[0].env["X"],
         "1"
+    );
+    let optional = src.replace(", required: true", "");
+    assert_eq!(
+        render(&optional, &[]).unwrap().pods[0].containers[0].env["X"],
+        ""
     );
 }
 
