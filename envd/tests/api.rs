@@ -3,78 +3,14 @@
 
 use std::time::Duration;
 
-use envd::api::{AppState, router};
-use envd::catalog::Catalog;
-use envd::service::Limits;
 use serde_json::{Value, json};
 
 mod common;
+use common::http::{call, problem, serve_engine, server_in};
 
 /// envd's API on 127.0.0.1:<random>, leasing from 10.213.204.0/24 only.
 async fn server() -> Option<(String, tempfile::TempDir)> {
     server_in(204).await
-}
-
-/// envd's API on 127.0.0.1:<random>, leasing from 10.213.<slice>.0/24 only.
-async fn server_in(slice: u8) -> Option<(String, tempfile::TempDir)> {
-    if !common::engine_available().await {
-        return None;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let engine = common::engine(dir.path(), slice).await;
-    Some((serve_engine(engine).await, dir))
-}
-
-async fn serve_engine(engine: std::sync::Arc<envd::engine::Engine>) -> String {
-    let app = router(AppState {
-        engine,
-        catalog: Catalog::new(None),
-        limits: Limits {
-            default_ttl: Duration::from_secs(600),
-            max_ttl: Duration::from_secs(7200),
-        },
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}")
-}
-
-async fn call(method: reqwest::Method, url: &str, body: Option<&str>) -> (u16, String, Value) {
-    let mut req = reqwest::Client::new()
-        .request(method, url)
-        .timeout(Duration::from_secs(300));
-    if let Some(b) = body {
-        req = req
-            .header("content-type", "application/json")
-            .body(b.to_string());
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let ctype = resp
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    let bytes = resp.bytes().await.unwrap();
-    (
-        status,
-        ctype,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
-}
-
-/// Asserts an RFC 7807 problem with this status whose detail (or field) names `field`.
-fn problem(r: &(u16, String, Value), status: u16, field: &str) {
-    assert_eq!(r.0, status, "{:?}", r.2);
-    assert_eq!(r.1, "application/problem+json");
-    assert_eq!(r.2["status"], status);
-    assert!(r.2["title"].is_string());
-    let detail = r.2["detail"].as_str().unwrap();
-    assert!(
-        detail.contains(field) || r.2["field"] == field,
-        "detail should name `{field}`: {detail}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

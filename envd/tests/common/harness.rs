@@ -118,43 +118,47 @@ impl Harness {
 
     /// Nothing of the env on the host: containers, volumes, veth, lease.
     pub async fn assert_nothing_left(&self, env: &Env) {
-        let host = self.engine.host();
-        let filter = HashMap::from([("label".to_string(), vec![format!("envd.env={}", env.id)])]);
-        let cs = host
-            .list_containers(Some(
-                ListContainersOptionsBuilder::default()
-                    .all(true)
-                    .filters(&filter)
-                    .build(),
-            ))
-            .await
-            .unwrap();
-        assert!(
-            cs.is_empty(),
-            "containers left: {:?}",
-            cs.iter().map(|c| &c.names).collect::<Vec<_>>()
-        );
-        let vs = host
-            .list_volumes(Some(
-                ListVolumesOptionsBuilder::default()
-                    .filters(&filter)
-                    .build(),
-            ))
-            .await
-            .unwrap();
-        assert!(vs.volumes.unwrap_or_default().is_empty(), "volumes left");
-        let links = netcfg::list().await.unwrap();
-        assert!(
-            links.iter().all(|a| a.id != env.id),
-            "veth left for {}",
-            env.id
-        );
-        assert_eq!(
-            self.engine.store.lease_of(&env.id).await.unwrap(),
-            None,
-            "lease left"
-        );
+        assert_nothing_left(&self.engine, &env.id).await;
     }
+}
+
+/// Nothing of the env on the host: containers, volumes, veth, lease.
+pub async fn assert_nothing_left(engine: &Engine, env_id: &str) {
+    let host = engine.host();
+    let filter = HashMap::from([("label".to_string(), vec![format!("envd.env={env_id}")])]);
+    let cs = host
+        .list_containers(Some(
+            ListContainersOptionsBuilder::default()
+                .all(true)
+                .filters(&filter)
+                .build(),
+        ))
+        .await
+        .unwrap();
+    assert!(
+        cs.is_empty(),
+        "containers left: {:?}",
+        cs.iter().map(|c| &c.names).collect::<Vec<_>>()
+    );
+    let vs = host
+        .list_volumes(Some(
+            ListVolumesOptionsBuilder::default()
+                .filters(&filter)
+                .build(),
+        ))
+        .await
+        .unwrap();
+    assert!(vs.volumes.unwrap_or_default().is_empty(), "volumes left");
+    let links = netcfg::list().await.unwrap();
+    assert!(
+        links.iter().all(|a| a.id != env_id),
+        "veth left for {env_id}"
+    );
+    assert_eq!(
+        engine.store.lease_of(env_id).await.unwrap(),
+        None,
+        "lease left"
+    );
 }
 
 /// A templates directory holding one template, `<name>/1/template.yaml`.

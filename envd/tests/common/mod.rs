@@ -8,6 +8,7 @@ use envd::engine::{Engine, EngineConfig};
 use envd::store::Store;
 
 pub mod harness;
+pub mod http;
 pub mod serve;
 
 pub fn in_ci() -> bool {
