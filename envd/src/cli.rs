@@ -680,6 +680,10 @@ fn print_env(env: &Value, output: Output) {
             for (pod, ep) in env["endpoints"].as_object().into_iter().flatten() {
                 println!("{:<11} {}", format!("{pod}:"), s(&ep["url"]));
             }
+            // Passwords arrive masked.
+            for (k, v) in env["answers"].as_object().into_iter().flatten() {
+                println!("{:<11} {k}={}", "answer", s(v));
+            }
         }
     }
 }

@@ -1,20 +1,7 @@
 //! The CLI as a CI job uses it: the real `envd` binary against a real API and engine.
 
 mod common;
-
-async fn envd(server: &str, args: &[&str]) -> (i32, String, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_envd"))
-        .args(args)
-        .env("ENVD_URL", server)
-        .output()
-        .await
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
+use common::envd;
 
 fn dotenv(out: &str) -> std::collections::HashMap<String, String> {
     out.lines()

@@ -167,6 +167,38 @@ async fn the_catalog_lists_questions_and_bad_answers_are_all_named_in_one_422() 
     // Nothing was stored.
     let (_, _, envs) = call(Method::GET, &u("/v1/envs"), None).await;
     assert_eq!(envs, json!([]));
+    // The CLI prints every bad field on its own line and exits 2 (rejected input).
+    let (code, _, err) = common::envd(
+        &s.base,
+        &[
+            "create",
+            "-t",
+            "typed",
+            "--set",
+            "replicas=0",
+            "--set",
+            "flavour=tls",
+        ],
+    )
+    .await;
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("\n  answers.replicas: 0 is below the minimum 1\n  answers.ca: "),
+        "{err}"
+    );
+    let (code, out, err) = common::envd(&s.base, &["templates"]).await;
+    assert_eq!(code, 0, "{err}");
+    let line = out.lines().find(|l| l.contains("--set replicas=")).unwrap();
+    assert!(line.contains("int") && line.contains("1..5"), "{out}");
+    assert!(
+        out.contains("--set redis_password=******") && !out.contains("d3faultPw"),
+        "{out}"
+    );
+    assert!(
+        out.contains("if flavour=tls") && out.contains("one of plain|tls"),
+        "{out}"
+    );
+
     // One bad field still gets the array, and `field` names it.
     let r = call(
         Method::POST,

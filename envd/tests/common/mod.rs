@@ -111,3 +111,18 @@ pub async fn engine_with(
     change(&mut cfg);
     Engine::new(store, cfg).await.unwrap()
 }
+
+/// Runs the real `envd` binary against `server`: exit code, stdout, stderr.
+pub async fn envd(server: &str, args: &[&str]) -> (i32, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_envd"))
+        .args(args)
+        .env("ENVD_URL", server)
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
