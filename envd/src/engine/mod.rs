@@ -102,6 +102,12 @@ fn runner_name() -> String {
     format!("{}:{}", host.trim(), std::process::id())
 }
 
+/// `text` with the env's passwords masked.
+fn hide(env: &Env, text: &str) -> String {
+    let secrets = crate::spec::answers::secrets_of(&env.template, &env.template_src, &env.answers);
+    crate::spec::answers::mask(text, &secrets)
+}
+
 pub fn first_host(cidr: IpNetwork) -> IpAddr {
     match cidr {
         IpNetwork::V4(n) => IpAddr::V4((u32::from(n.network()) + 1).into()),
@@ -186,7 +192,12 @@ impl Engine {
                     Ok(Action::Done) => break,
                     Ok(Action::Requeue(d)) => tokio::time::sleep(d).await,
                     Err(e) => {
-                        tracing::warn!(env = %id, error = %e, "reconcile failed; retrying");
+                        // An error may quote a rendered password; the log must not.
+                        let error = match this.store.get(&id).await {
+                            Ok(env) => hide(&env, &e.to_string()),
+                            Err(_) => e.to_string(),
+                        };
+                        tracing::warn!(env = %id, %error, "reconcile failed; retrying");
                         tokio::time::sleep(error_policy(&e)).await;
                     }
                 }
@@ -315,9 +326,7 @@ impl Engine {
     async fn fail(&self, env: &Env, e: Error) -> Result<Action> {
         let current = self.store.get(&env.id).await?;
         // A failed check or command may quote a rendered password; it is logged and shown.
-        let secrets =
-            crate::spec::answers::secrets_of(&env.template, &env.template_src, &env.answers);
-        let cause = crate::spec::answers::mask(&format!("{} failed: {e}", current.step), &secrets);
+        let cause = hide(env, &format!("{} failed: {e}", current.step));
         tracing::warn!(env = %env.id, "{cause}");
         self.store.event(&env.id, "failed", &cause, None).await?;
         self.store
