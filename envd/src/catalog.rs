@@ -133,14 +133,26 @@ impl Catalog {
     }
 }
 
-/// Numeric-aware version order: 10 > 9, 1.10 > 1.9.
+/// Semver-ish order: numbers part by part (10 > 9, 1.10 > 1.9, a leading `v` ignored),
+/// then a release after its pre-releases (1.2.0 > 1.2.0-rc1), then the text.
 pub fn version_cmp(a: &str, b: &str) -> std::cmp::Ordering {
-    let parts = |s: &str| {
-        s.split('.')
-            .map(|p| p.parse::<u64>().unwrap_or(0))
-            .collect::<Vec<_>>()
+    let key = |s: &str| {
+        let s = s.strip_prefix('v').unwrap_or(s);
+        let (core, pre) = match s.split_once('-') {
+            Some((c, p)) => (c, Some(p.to_string())),
+            None => (s, None),
+        };
+        let nums: Vec<u64> = core
+            .split('.')
+            .map(|p| {
+                let digits: String = p.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse().unwrap_or(0)
+            })
+            .collect();
+        // `None` (a release) must sort after `Some(pre)`: compare "is a release" first.
+        (nums, pre.is_none(), pre)
     };
-    parts(a).cmp(&parts(b)).then_with(|| a.cmp(b))
+    key(a).cmp(&key(b)).then_with(|| a.cmp(b))
 }
 
 #[cfg(test)]
@@ -151,6 +163,28 @@ mod tests {
     fn latest_version_wins_numerically() {
         assert_eq!(version_cmp("10", "9"), std::cmp::Ordering::Greater);
         assert_eq!(version_cmp("1.10", "1.9"), std::cmp::Ordering::Greater);
+        let mut vs = [
+            "2.0.0",
+            "10",
+            "1.2.0",
+            "1.2.0-rc1",
+            "v1.3",
+            "9",
+            "1.2.0-rc2",
+        ];
+        vs.sort_by(|a, b| version_cmp(a, b));
+        assert_eq!(
+            vs,
+            [
+                "1.2.0-rc1",
+                "1.2.0-rc2",
+                "1.2.0",
+                "v1.3",
+                "2.0.0",
+                "9",
+                "10"
+            ]
+        );
     }
 
     #[test]
