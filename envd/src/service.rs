@@ -34,7 +34,8 @@ impl Default for Limits {
 pub struct CreateRequest {
     /// `name` or `name:version` of a catalog template.
     pub template: String,
-    #[serde(default)]
+    /// Strings; numbers and bools are read as their text.
+    #[serde(default, deserialize_with = "crate::spec::questions::scalar_map")]
     pub answers: BTreeMap<String, String>,
     #[serde(default)]
     pub name: Option<String>,

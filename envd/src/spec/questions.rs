@@ -127,6 +127,22 @@ fn scalar<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<String>
         .ok_or_else(|| serde::de::Error::custom("expected a string, number or bool"))
 }
 
+/// Answers given as JSON numbers or bools (`{"replicas": 3}`) read as their text.
+pub fn scalar_map<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<std::collections::BTreeMap<String, String>, D::Error> {
+    let items = std::collections::BTreeMap::<String, Value>::deserialize(d)?;
+    items
+        .into_iter()
+        .map(|(k, v)| match to_text(&v) {
+            Some(t) => Ok((k, t)),
+            None => Err(serde::de::Error::custom(format!(
+                "answer `{k}` must be a string, number or bool"
+            ))),
+        })
+        .collect()
+}
+
 fn scalars<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<String>, D::Error> {
     let items = Vec::<Value>::deserialize(d)?;
     items

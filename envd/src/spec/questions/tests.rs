@@ -345,3 +345,24 @@ fn passwords_are_masked_in_listings_answers_and_messages() {
         MASK
     );
 }
+
+#[test]
+fn api_answers_may_be_numbers_and_bools() {
+    let req: crate::service::CreateRequest = serde_json::from_str(
+        r#"{"template": "t", "answers": {"replicas": 3, "debug": true, "name": "x"}}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        req.answers,
+        answers(&[("replicas", "3"), ("debug", "true"), ("name", "x")])
+    );
+    let e = serde_json::from_str::<crate::service::CreateRequest>(
+        r#"{"template": "t", "answers": {"list": [1]}}"#,
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("answer `list` must be a string, number or bool"),
+        "{e}"
+    );
+}
