@@ -185,7 +185,7 @@ async fn service_with_mongo() {
 async fn healthchecks_and_depends_on_conditions_through_the_cli() {
     let Some(srv) = server(223).await else { return };
     let file = fixture("orders/docker-compose.yml");
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_envd"))
+    let out = tokio::process::Command::new(common::envd_bin())
         .args([
             "templates",
             "import",

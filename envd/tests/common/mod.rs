@@ -114,7 +114,7 @@ pub async fn engine_with(
 
 /// Runs the real `envd` binary against `server`: exit code, stdout, stderr.
 pub async fn envd(server: &str, args: &[&str]) -> (i32, String, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_envd"))
+    let out = tokio::process::Command::new(envd_bin())
         .args(args)
         .env("ENVD_URL", server)
         .output()
@@ -125,4 +125,9 @@ pub async fn envd(server: &str, args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into(),
         String::from_utf8_lossy(&out.stderr).into(),
     )
+}
+
+/// The envd binary under test: this build's, or ENVD_TEST_BIN (e.g. an installed envd).
+pub fn envd_bin() -> String {
+    std::env::var("ENVD_TEST_BIN").unwrap_or(env!("CARGO_BIN_EXE_envd").into())
 }

@@ -13,9 +13,7 @@ impl Serve {
     /// `envd serve --listen 127.0.0.1:<port> --data-dir <data> <args…>`, aborting at
     /// `abort_at` (see envd::faults) when given.
     pub fn start(data: &Path, port: u16, args: &[&str], abort_at: Option<&str>) -> Serve {
-        // ENVD_TEST_BIN runs another build (e.g. an installed envd) against these tests.
-        let bin = std::env::var("ENVD_TEST_BIN").unwrap_or(env!("CARGO_BIN_EXE_envd").into());
-        let mut cmd = Command::new(bin);
+        let mut cmd = Command::new(super::envd_bin());
         cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .arg("--data-dir")
             .arg(data)
