@@ -396,6 +396,20 @@ struct CreateParams {
     timeout: Option<String>,
 }
 
+/// A duration query parameter (`30s`, `5m`, `2h`), or its default.
+fn duration_param(field: &str, v: Option<&str>, default: Duration) -> Result<Duration, Error> {
+    match v {
+        Some(t) => humantime::parse_duration(t).map_err(|e| {
+            Error::invalid(
+                "query",
+                field,
+                format!("`{t}` is not a duration ({e}); write e.g. 5m"),
+            )
+        }),
+        None => Ok(default),
+    }
+}
+
 #[utoipa::path(post, path = "/v1/envs", request_body = CreateRequest, params(CreateParams),
     responses((status = 201, body = EnvView), (status = 200, body = EnvView, description = "a live env already holds the key"),
     (status = 400, body = Problem), (status = 422, body = Problem), (status = 409, body = Problem)))]
@@ -404,16 +418,7 @@ async fn create(
     Query(q): Query<CreateParams>,
     ApiJson(req): ApiJson<CreateRequest>,
 ) -> ApiResult<Response> {
-    let timeout = match &q.timeout {
-        Some(t) => humantime::parse_duration(t).map_err(|e| {
-            Error::invalid(
-                "request",
-                "timeout",
-                format!("`{t}` is not a duration ({e}); write e.g. 5m"),
-            )
-        })?,
-        None => Duration::from_secs(600),
-    };
+    let timeout = duration_param("timeout", q.timeout.as_deref(), Duration::from_secs(600))?;
     let recreate = req.recreate;
     // Refuse now rather than record an env no engine can build.
     s.engine.ping().await?;

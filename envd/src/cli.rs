@@ -270,20 +270,7 @@ async fn run_inner(cmd: ClientCmd) -> Result<(), Fail> {
                 "owner": std::env::var("USER").ok(), "init": init::read(&a.init)?,
             });
             let (_, env) = call(Method::POST, &a.c, "/v1/envs", Some(body)).await?;
-            let env = if a.wait {
-                wait_ready(&a.c, &env, &a.timeout).await?
-            } else {
-                env
-            };
-            print_env(&env, a.output);
-            if env["state"] == "failed" {
-                return Err(Fail::EnvFailed(format!(
-                    "environment {} failed: {}",
-                    env["name"],
-                    env["error"].as_str().unwrap_or("see `envd events`")
-                )));
-            }
-            Ok(())
+            settle(&a.c, env, a.wait, &a.timeout, a.output).await
         }
         ClientCmd::Ls {
             c,
@@ -510,6 +497,30 @@ async fn run_inner(cmd: ClientCmd) -> Result<(), Fail> {
             Ok(())
         }
     }
+}
+
+/// After a create or clone: waits when asked, prints the env, fails when it failed.
+async fn settle(
+    c: &Conn,
+    env: Value,
+    wait: bool,
+    timeout: &str,
+    output: Output,
+) -> Result<(), Fail> {
+    let env = if wait {
+        wait_ready(c, &env, timeout).await?
+    } else {
+        env
+    };
+    print_env(&env, output);
+    if env["state"] == "failed" {
+        return Err(Fail::EnvFailed(format!(
+            "environment {} failed: {}",
+            env["name"],
+            env["error"].as_str().unwrap_or("see `envd events`")
+        )));
+    }
+    Ok(())
 }
 
 async fn wait_ready(c: &Conn, env: &Value, timeout: &str) -> Result<Value, Fail> {

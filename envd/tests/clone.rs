@@ -7,12 +7,12 @@ use envd::catalog::Catalog;
 use envd::error::Error;
 use envd::service::{self, CloneRequest, Limits};
 use envd::spec::init::InitFile;
-use envd::store::{Env, State, Store};
+use envd::store::{State, Store};
 use mongodb::bson::{Document, doc};
 use mysql_async::prelude::Queryable;
 
 mod common;
-use common::harness::{Harness, harness, request, template_dir};
+use common::harness::{harness, request, template_dir};
 
 fn init_file(name: &str, content: &str) -> Vec<InitFile> {
     vec![InitFile {
@@ -114,24 +114,6 @@ async fn read(ip: &str) -> Data {
     }
 }
 
-async fn wait_ready(h: &Harness, env: &Env) -> Env {
-    let env = h
-        .wait(
-            &env.id,
-            &[State::Ready, State::Failed],
-            Duration::from_secs(240),
-        )
-        .await;
-    assert_eq!(
-        env.state,
-        State::Ready,
-        "{} failed: {:?}",
-        env.name,
-        env.error
-    );
-    env
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn init_data_is_there_at_ready_and_a_clone_with_data_holds_the_same() {
     let Some(h) = harness(241, None).await else {
@@ -225,7 +207,7 @@ async fn init_data_is_there_at_ready_and_a_clone_with_data_holds_the_same() {
     .unwrap();
     guard.watch(&clone.id);
     h.engine.kick(&clone.id);
-    let clone = wait_ready(&h, &clone).await;
+    let clone = h.until_ready(&clone).await;
     assert_eq!(clone.clone_of.as_deref(), Some(src.id.as_str()));
     let cip = clone.node_ip.clone().unwrap();
     assert_ne!(cip, ip);
@@ -272,7 +254,7 @@ async fn init_data_is_there_at_ready_and_a_clone_with_data_holds_the_same() {
     .unwrap();
     guard.watch(&bare.id);
     h.engine.kick(&bare.id);
-    let bare = wait_ready(&h, &bare).await;
+    let bare = h.until_ready(&bare).await;
     let fresh = read(bare.node_ip.as_deref().unwrap()).await;
     assert_eq!(fresh.orders, at_ready.orders);
     assert_eq!((fresh.mongo_carts, fresh.shop_items.len()), (0, 0));

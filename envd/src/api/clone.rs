@@ -7,7 +7,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use super::{ApiJson, ApiResult, AppState, CreateParams, EnvView, wait_for};
-use crate::error::Error;
 use crate::service::{self, CloneRequest};
 use crate::store::State as EnvState;
 
@@ -23,16 +22,12 @@ pub(super) async fn clone_env(
     Query(q): Query<CreateParams>,
     ApiJson(req): ApiJson<CloneRequest>,
 ) -> ApiResult<Response> {
-    let timeout = match &q.timeout {
-        Some(t) => humantime::parse_duration(t).map_err(|e| {
-            Error::invalid(
-                "request",
-                "timeout",
-                format!("`{t}` is not a duration ({e}); write e.g. 5m"),
-            )
-        })?,
-        None => std::time::Duration::from_secs(600),
-    };
+    let timeout = super::duration_param(
+        "timeout",
+        q.timeout.as_deref(),
+        std::time::Duration::from_secs(600),
+    )?;
+    s.engine.ping().await?;
     let env = service::clone(&s.engine.store, &s.limits, &id, req).await?;
     s.engine.kick(&env.id);
     let env = if q.wait {

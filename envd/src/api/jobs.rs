@@ -3,10 +3,10 @@
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use serde::Deserialize;
+use std::time::Duration;
 
 use super::{ApiResult, AppState, Problem};
 use crate::engine::{JobReport, JobView};
-use crate::error::Error;
 
 /// Each job: its cron schedule, next run, and last run with what it found and freed.
 #[utoipa::path(get, path = "/v1/jobs", responses((status = 200, body = Vec<JobView>)))]
@@ -32,18 +32,9 @@ pub(super) async fn run(
     Path(name): Path<String>,
     Query(q): Query<JobParams>,
 ) -> ApiResult<Json<JobReport>> {
-    let grace = q
-        .grace
-        .as_deref()
-        .map(|g| {
-            humantime::parse_duration(g).map_err(|e| {
-                Error::invalid(
-                    "query",
-                    "grace",
-                    format!("`{g}` is not a duration ({e}); write e.g. 10m"),
-                )
-            })
-        })
-        .transpose()?;
+    let grace = match q.grace.as_deref() {
+        Some(g) => Some(super::duration_param("grace", Some(g), Duration::ZERO)?),
+        None => None,
+    };
     Ok(Json(s.engine.run_job(&name, q.dry_run, grace).await?))
 }

@@ -3,7 +3,7 @@
 use clap::Args;
 use serde_json::json;
 
-use super::{Conn, Fail, Output, call, print_env, wait_ready};
+use super::{Conn, Fail, Output, call};
 
 #[derive(Args)]
 pub struct CloneArgs {
@@ -35,18 +35,5 @@ pub(super) async fn run(a: CloneArgs) -> Result<(), Fail> {
     });
     let path = format!("/v1/envs/{}/clone", envd::urlencode(&a.env));
     let (_, env) = call(reqwest::Method::POST, &a.c, &path, Some(body)).await?;
-    let env = if a.wait {
-        wait_ready(&a.c, &env, &a.timeout).await?
-    } else {
-        env
-    };
-    print_env(&env, a.output);
-    if env["state"] == "failed" {
-        return Err(Fail::EnvFailed(format!(
-            "clone {} failed: {}",
-            env["name"],
-            env["error"].as_str().unwrap_or("see `envd events`")
-        )));
-    }
-    Ok(())
+    super::settle(&a.c, env, a.wait, &a.timeout, a.output).await
 }

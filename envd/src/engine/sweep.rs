@@ -27,6 +27,15 @@ pub struct Found {
     pub error: Option<String>,
 }
 
+/// A listed container's name, without Docker's leading `/`.
+pub(super) fn container_name(c: &bollard::models::ContainerSummary) -> String {
+    c.names
+        .as_ref()
+        .and_then(|n| n.first())
+        .map(|n| n.trim_start_matches('/').to_string())
+        .unwrap_or_default()
+}
+
 impl Found {
     pub fn new(kind: &'static str, name: &str, env_id: &str) -> Self {
         Found {
@@ -60,12 +69,7 @@ impl Engine {
             if holding.contains(&env_id) || !old_enough(c.created.unwrap_or(now)) {
                 continue;
             }
-            let name = c
-                .names
-                .and_then(|n| n.first().cloned())
-                .unwrap_or_default()
-                .trim_start_matches('/')
-                .to_string();
+            let name = container_name(&c);
             let mut o = Found {
                 kind: "container",
                 name,

@@ -44,7 +44,7 @@ impl Engine {
                 .await
                 .ctx(|| format!("listing the containers of env {}", env.name))?;
             for c in all {
-                let labels: HashMap<String, String> = c.labels.unwrap_or_default();
+                let labels: HashMap<String, String> = c.labels.clone().unwrap_or_default();
                 let key = (
                     labels.get(LABEL_POD).cloned().unwrap_or_default(),
                     labels.get(LABEL_CONTAINER).cloned().unwrap_or_default(),
@@ -53,12 +53,7 @@ impl Engine {
                 {
                     continue;
                 }
-                let name = c
-                    .names
-                    .and_then(|n| n.first().cloned())
-                    .unwrap_or_default()
-                    .trim_start_matches('/')
-                    .to_string();
+                let name = super::sweep::container_name(&c);
                 let mut f = Found::new("inner-container", &format!("{}/{name}", env.name), &env.id);
                 if !dry_run {
                     let opts = RemoveContainerOptionsBuilder::default()

@@ -73,6 +73,11 @@ impl Harness {
         let env = self.create_with(req).await;
         let guard = Guard::default();
         guard.watch(&env.id);
+        (self.until_ready(&env).await, guard)
+    }
+
+    /// Waits for `env` to end `ready`, failing the test with its error otherwise.
+    pub async fn until_ready(&self, env: &Env) -> Env {
         let env = self
             .wait(
                 &env.id,
@@ -87,7 +92,7 @@ impl Harness {
             env.name,
             env.error
         );
-        (env, guard)
+        env
     }
 
     pub async fn wait(&self, id: &str, want: &[State], limit: Duration) -> Env {
