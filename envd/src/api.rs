@@ -24,6 +24,7 @@ use crate::store::{Created, Env, EnvFilter, State as EnvState};
 mod clone;
 mod import;
 mod jobs;
+mod pods;
 mod templates;
 
 #[derive(Clone)]
@@ -55,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/envs/{id}/events", get(events))
         .route("/v1/jobs", get(jobs::list))
         .route("/v1/jobs/{name}/run", post(jobs::run))
+        .merge(pods::routes())
         .fallback(not_found)
         .with_state(state)
 }
@@ -78,7 +80,10 @@ pub fn router(state: AppState) -> Router {
         openapi,
         jobs::list,
         jobs::run,
-        clone::clone_env
+        clone::clone_env,
+        pods::configure,
+        pods::exec_once,
+        pods::exec_ws
     ),
     components(schemas(
         CreateRequest,
@@ -93,7 +98,11 @@ pub fn router(state: AppState) -> Router {
         import::ImportRequest,
         import::ImportView,
         FieldError,
-        templates::TemplateView
+        templates::TemplateView,
+        pods::ConfigRequest,
+        crate::engine::PodChange,
+        pods::ExecBody,
+        pods::ExecResult
     ))
 )]
 pub struct ApiDoc;

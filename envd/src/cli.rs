@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 mod catalog;
 mod clone;
 mod init;
+mod pods;
 mod templates;
 
 #[derive(Subcommand)]
@@ -94,6 +95,14 @@ pub enum ClientCmd {
         #[command(subcommand)]
         cmd: Option<templates::TemplatesCmd>,
     },
+    /// Change a ready env's answers: `envd config set ENV POD KEY=VALUE...`.
+    Config {
+        #[command(subcommand)]
+        cmd: pods::ConfigCmd,
+    },
+    /// Run a command in a pod: `envd exec ENV POD [-c CONTAINER] [-i] [-t] -- CMD...`;
+    /// exits with the command's exit code.
+    Exec(pods::ExecArgs),
 }
 
 #[derive(Subcommand)]
@@ -175,17 +184,21 @@ enum Fail {
     Unreachable(String),
     Server(String),
     EnvFailed(String),
+    /// `envd exec`: the command's own non-zero exit code, nothing to print.
+    Code(u8),
 }
 
 pub async fn run(cmd: ClientCmd) -> ExitCode {
     match run_inner(cmd).await {
         Ok(()) => ExitCode::SUCCESS,
+        Err(Fail::Code(code)) => ExitCode::from(code),
         Err(f) => {
             let (code, msg) = match f {
                 Fail::EnvFailed(m) => (1, m),
                 Fail::Usage(m) => (2, m),
                 Fail::Unreachable(m) => (3, m),
                 Fail::Server(m) => (4, m),
+                Fail::Code(c) => (c, String::new()),
             };
             eprintln!("envd: {msg}");
             ExitCode::from(code)
@@ -490,6 +503,8 @@ async fn run_inner(cmd: ClientCmd) -> Result<(), Fail> {
             );
             Ok(())
         }
+        ClientCmd::Config { cmd } => pods::config(cmd).await,
+        ClientCmd::Exec(a) => pods::exec(a).await,
         ClientCmd::Templates { c, cmd: Some(cmd) } => templates::run(&c, cmd).await,
         ClientCmd::Templates { c, cmd: None } => {
             let (_, v) = call(Method::GET, &c, "/v1/templates", None).await?;

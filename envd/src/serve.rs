@@ -67,6 +67,12 @@ pub struct ServeArgs {
     /// The sweep leaves objects younger than this alone (e.g. 10m).
     #[arg(long, env = "ENVD_SWEEP_GRACE")]
     sweep_grace: Option<String>,
+    /// CPU cores of a container whose template sets no `cpus`, e.g. 1.5.
+    #[arg(long, env = "ENVD_DEFAULT_CPUS")]
+    default_cpus: Option<f64>,
+    /// Memory of a container whose template sets no `memory`, e.g. 512m.
+    #[arg(long, env = "ENVD_DEFAULT_MEMORY")]
+    default_memory: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -90,6 +96,8 @@ struct FileConfig {
     sweep_grace: Option<String>,
     /// Compose image pattern -> envd image for `templates import`, over the defaults.
     compose_images: Option<std::collections::BTreeMap<String, String>>,
+    default_cpus: Option<f64>,
+    default_memory: Option<String>,
 }
 
 pub struct Config {
@@ -124,6 +132,18 @@ fn resolve(a: ServeArgs) -> anyhow::Result<Config> {
             .parse()
             .with_context(|| format!("pool_cidr: `{c}` is not a CIDR; write e.g. 10.213.0.0/16"))?;
         engine.gateway = envd::engine::first_host(engine.cidr);
+    }
+    if let Some(c) = a.default_cpus.or(file.default_cpus) {
+        anyhow::ensure!(
+            c > 0.0 && c <= 256.0,
+            "default_cpus: {c} is not a positive number of cores; write e.g. 0.5"
+        );
+        engine.default_cpus = Some(c);
+    }
+    if let Some(m) = a.default_memory.or(file.default_memory) {
+        let bytes =
+            envd::spec::parse_memory(&m).map_err(|r| anyhow::anyhow!("default_memory: {r}"))?;
+        engine.default_memory = Some(bytes);
     }
     let dur = |field: &str, v: Option<String>, d: Duration| -> anyhow::Result<Duration> {
         match v {

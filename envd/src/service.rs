@@ -128,25 +128,7 @@ pub async fn create(
             let plan = Plan::render(&tpl.origin, &tpl.text, &answers, &facts)?;
             Ok((answers, plan))
         })
-        .map_err(|e| match e {
-            Error::Invalid {
-                source_name,
-                field,
-                reason,
-            } if field.starts_with("answers.") => Error::Invalid {
-                source_name: "request".into(),
-                field,
-                reason: format!("{reason} (template {source_name})"),
-            },
-            Error::InvalidFields {
-                source_name,
-                fields,
-            } => Error::InvalidFields {
-                source_name: format!("request (template {source_name})"),
-                fields,
-            },
-            other => other,
-        })?;
+        .map_err(answers_error)?;
     crate::spec::init::validate(&req.init, &plan)?;
     crate::spec::dirs::check_sources(&plan)?;
     if req.recreate
@@ -179,6 +161,29 @@ pub async fn create(
         with_data: false,
     };
     store.create_env(new).await
+}
+
+/// Errors of the answers, worded as the request's (they are its fields), naming the template.
+pub fn answers_error(e: Error) -> Error {
+    match e {
+        Error::Invalid {
+            source_name,
+            field,
+            reason,
+        } if field.starts_with("answers.") => Error::Invalid {
+            source_name: "request".into(),
+            field,
+            reason: format!("{reason} (template {source_name})"),
+        },
+        Error::InvalidFields {
+            source_name,
+            fields,
+        } => Error::InvalidFields {
+            source_name: format!("request (template {source_name})"),
+            fields,
+        },
+        other => other,
+    }
 }
 
 /// Pushes the expiry to now + ttl, within the maximum lifetime from creation.

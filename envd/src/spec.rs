@@ -16,7 +16,9 @@ pub mod init;
 pub mod questions;
 
 pub use dirs::Dir;
+mod change;
 pub mod order;
+pub use change::OnChange;
 pub use questions::{Kind, Question};
 
 /// What envd knows of an env when rendering its template.
@@ -68,6 +70,9 @@ pub struct Pod {
     pub ready: Option<Ready>,
     #[serde(default)]
     pub endpoint: Option<Endpoint>,
+    /// How the pod takes a change of its rendered config (`envd config set`).
+    #[serde(default)]
+    pub on_change: OnChange,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -225,6 +230,7 @@ impl Plan {
                     ),
                 ));
             }
+            pod.on_change.check(src, &format!("{at}.on_change"))?;
             if pod.containers.is_empty() {
                 return Err(Error::invalid(
                     src,

@@ -393,6 +393,17 @@ impl Store {
         Ok(())
     }
 
+    /// Replaces the env's answers (`config set`, validated by the caller).
+    pub async fn update_answers(&self, id: &str, answers: &BTreeMap<String, String>) -> Result<()> {
+        sqlx::query("UPDATE envs SET answers = $2, updated_at = $3 WHERE id = $1")
+            .bind(id)
+            .bind(json(answers))
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Allocates the env's node IP and moves it to `creating` in one transaction; the
     /// UNIQUE constraint on the lease makes concurrent allocations (also from several
     /// envd on one database) retry instead of colliding.

@@ -250,6 +250,7 @@ pub(super) fn pod(ctx: &mut Ctx, name: &str, svc: &Service, raw: &Value) -> Resu
         depends_on,
         ready,
         endpoint,
+        on_change: Default::default(),
     })
 }
 

@@ -5,9 +5,11 @@
 mod archive;
 mod clone;
 mod events;
+mod exec;
 mod jobs;
 mod node;
 mod order;
+mod podops;
 mod pods;
 mod ready;
 mod sweep;
@@ -29,8 +31,10 @@ use crate::spec::{Facts, Plan};
 use crate::store::{Env, State, Store};
 
 pub use events::watch_host_events;
+pub use exec::{Exec, ExecHandle, ExecOutput, ExecRequest, ExecTarget};
 pub use jobs::{JOBS, JobReport, JobView, JobsConfig, parse_schedule, spawn_scheduler};
 pub use node::{NodeMode, host_docker, host_docker_at};
+pub use podops::PodChange;
 pub use ready::check;
 pub use sweep::Found;
 
@@ -60,6 +64,9 @@ pub struct EngineConfig {
     pub jobs: JobsConfig,
     /// `unix:///path` of the host engine; default DOCKER_HOST, else /var/run/docker.sock.
     pub docker_host: Option<String>,
+    /// Limits of a container whose template gives none (cores; bytes).
+    pub default_cpus: Option<f64>,
+    pub default_memory: Option<i64>,
 }
 
 impl EngineConfig {
@@ -81,6 +88,8 @@ impl EngineConfig {
             reserved: vec![],
             jobs: JobsConfig::default(),
             docker_host: None,
+            default_cpus: None,
+            default_memory: None,
         }
     }
 

@@ -150,7 +150,7 @@ fn labels(env: &Env, pod: &str, container: &str, role: &str) -> HashMap<String, 
     ])
 }
 
-async fn ensure_pod(
+pub(super) async fn ensure_pod(
     engine: &Engine,
     env: &Env,
     node: &Node,
@@ -223,11 +223,12 @@ async fn ensure_pod(
     };
     for c in &pod.containers {
         let name = format!("{}-{}", pod.name, c.name);
+        // A container without limits gets serve's configured defaults, if any.
         let memory = match &c.memory {
             Some(m) => Some(
                 crate::spec::parse_memory(m).map_err(|r| Error::invalid(&pod.name, "memory", r))?,
             ),
-            None => None,
+            None => engine.cfg.default_memory,
         };
         let body = ContainerCreateBody {
             image: Some(c.image.clone()),
@@ -238,7 +239,10 @@ async fn ensure_pod(
                 network_mode: Some(format!("container:{}", pod.name)),
                 binds: Some(vec![log_bind.clone()]),
                 memory,
-                nano_cpus: c.cpus.map(|cpus| (cpus * 1e9) as i64),
+                nano_cpus: c
+                    .cpus
+                    .or(engine.cfg.default_cpus)
+                    .map(|cpus| (cpus * 1e9) as i64),
                 ..Default::default()
             }),
             ..Default::default()
@@ -299,18 +303,30 @@ async fn ensure_container(
                 });
             }
         }
-        if !files.is_empty() || !dirs.is_empty() {
-            let tar = super::upload::container_tar(files, dirs)?;
-            let opts = UploadToContainerOptionsBuilder::default().path("/").build();
-            inner
-                .upload_to_container(name, Some(opts), bollard::body_full(tar.into()))
-                .await
-                .ctx(|| format!("uploading config files into {name}"))?;
-        }
+        upload_files(inner, name, files, dirs).await?;
     }
     inner
         .start_container(name, None)
         .await
         .ctx(|| format!("starting {name}"))?;
     Ok(true)
+}
+
+/// Writes the rendered files (and copied host directories) into a container, created or
+/// running.
+pub(super) async fn upload_files(
+    inner: &Docker,
+    name: &str,
+    files: &[File],
+    dirs: &[Dir],
+) -> Result<()> {
+    if files.is_empty() && dirs.is_empty() {
+        return Ok(());
+    }
+    let tar = super::upload::container_tar(files, dirs)?;
+    let opts = UploadToContainerOptionsBuilder::default().path("/").build();
+    inner
+        .upload_to_container(name, Some(opts), bollard::body_full(tar.into()))
+        .await
+        .ctx(|| format!("uploading config files into {name}"))
 }

@@ -130,3 +130,34 @@ fn memory_sizes() {
     assert!(parse_memory("1k").is_err());
     assert!(parse_memory("-1g").is_err());
 }
+
+#[test]
+fn on_change_defaults_to_restart_and_takes_a_known_signal() {
+    let pod = |extra: &str| {
+        format!(
+            "name: a\nversion: '1'\npods: [{{name: p, containers: [{{name: c, image: i}}]{extra}}}]\n"
+        )
+    };
+    assert_eq!(
+        render(&pod(""), &[]).unwrap().pods[0].on_change,
+        crate::spec::OnChange::Restart
+    );
+    assert_eq!(
+        render(&pod(", on_change: {signal: HUP}"), &[])
+            .unwrap()
+            .pods[0]
+            .on_change,
+        crate::spec::OnChange::Signal("HUP".into())
+    );
+    assert_eq!(
+        render(&pod(", on_change: restart"), &[]).unwrap().pods[0].on_change,
+        crate::spec::OnChange::Restart
+    );
+    let e = err(&pod(", on_change: {signal: KILL}"));
+    assert!(
+        e.contains("pods[0].on_change.signal") && e.contains("HUP"),
+        "{e}"
+    );
+    let e = err(&pod(", on_change: reload"));
+    assert!(e.contains("pods[0].on_change"), "{e}");
+}

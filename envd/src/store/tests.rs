@@ -213,3 +213,20 @@ async fn init_files_and_clone_marker_round_trip() {
         assert!(e.with_data);
     }
 }
+
+#[tokio::test]
+async fn answers_are_replaced_for_one_env() {
+    for (s, _d) in stores().await {
+        let Created::New(a) = s.create_env(new_env("ans", None)).await.unwrap() else {
+            panic!("new env")
+        };
+        let Created::New(b) = s.create_env(new_env("ans", None)).await.unwrap() else {
+            panic!("new env")
+        };
+        let new: BTreeMap<String, String> =
+            [("a".to_string(), "2".to_string()), ("b".into(), "x".into())].into();
+        s.update_answers(&a.id, &new).await.unwrap();
+        assert_eq!(s.get(&a.id).await.unwrap().answers, new);
+        assert_eq!(s.get(&b.id).await.unwrap().answers["a"], "1");
+    }
+}

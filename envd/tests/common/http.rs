@@ -39,7 +39,7 @@ pub async fn serve_engine(engine: Arc<Engine>) -> String {
     serve_catalog(engine, Catalog::new(None)).await
 }
 
-async fn serve_catalog(engine: Arc<Engine>, catalog: Catalog) -> String {
+pub async fn serve_catalog(engine: Arc<Engine>, catalog: Catalog) -> String {
     let app = router(AppState {
         engine,
         catalog,

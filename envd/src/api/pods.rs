@@ -1,0 +1,259 @@
+//! Operations on a ready env's pods: `PATCH .../pods/{pod}` (config set) and
+//! `.../pods/{pod}/exec` (a WebSocket session, or a one-shot POST).
+
+use std::collections::BTreeMap;
+
+use axum::Router;
+use axum::extract::ws::{
+    Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection,
+};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{get, patch};
+use bollard::container::LogOutput;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+
+use super::{ApiError, ApiJson, ApiResult, AppState, Json};
+use crate::engine::{ExecRequest, ExecTarget, PodChange};
+use crate::error::Error;
+
+/// Output kept per stream by the one-shot exec; the WebSocket streams without limit.
+const MAX_OUTPUT: usize = 8 << 20;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/envs/{id}/pods/{pod}", patch(configure))
+        .route(
+            "/v1/envs/{id}/pods/{pod}/exec",
+            get(exec_ws).post(exec_once),
+        )
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigRequest {
+    /// Template variables to change, validated like a create's answers.
+    pub answers: BTreeMap<String, String>,
+}
+
+/// `envd config set`: new answers re-rendered into the pod's files and applied as its
+/// template's `on_change` says (restart, or a signal); answers once the pod is ready again.
+#[utoipa::path(patch, path = "/v1/envs/{id}/pods/{pod}", request_body = ConfigRequest,
+    params(("id" = String, Path), ("pod" = String, Path)),
+    responses((status = 200, body = PodChange), (status = 404, body = super::Problem),
+    (status = 409, body = super::Problem, description = "the env is not ready"),
+    (status = 422, body = super::Problem, description = "an answer is invalid; `field` names it")))]
+pub async fn configure(
+    State(s): State<AppState>,
+    Path((id, pod)): Path<(String, String)>,
+    ApiJson(req): ApiJson<ConfigRequest>,
+) -> ApiResult<Json<PodChange>> {
+    Ok(Json(s.engine.configure_pod(&id, &pod, &req.answers).await?))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecBody {
+    pub cmd: Vec<String>,
+    /// Default: the pod's first container.
+    #[serde(default)]
+    pub container: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ExecResult {
+    pub stdout: String,
+    pub stderr: String,
+    pub exit_code: i64,
+    /// Output beyond 8 MiB per stream was dropped; use the WebSocket for more.
+    pub truncated: bool,
+}
+
+/// Runs a non-interactive command and answers with its output and exit code.
+#[utoipa::path(post, path = "/v1/envs/{id}/pods/{pod}/exec", request_body = ExecBody,
+    params(("id" = String, Path), ("pod" = String, Path)),
+    responses((status = 200, body = ExecResult), (status = 404, body = super::Problem),
+    (status = 409, body = super::Problem), (status = 422, body = super::Problem)))]
+pub async fn exec_once(
+    State(s): State<AppState>,
+    Path((id, pod)): Path<(String, String)>,
+    ApiJson(body): ApiJson<ExecBody>,
+) -> ApiResult<Json<ExecResult>> {
+    let req = ExecRequest {
+        cmd: body.cmd,
+        container: body.container,
+        tty: false,
+        stdin: false,
+    };
+    let exec = s
+        .engine
+        .exec_target(&id, &pod, &req)
+        .await?
+        .start(&req)
+        .await?;
+    let (mut stdout, mut stderr, mut truncated) = (Vec::new(), Vec::new(), false);
+    let mut output = exec.output;
+    while let Some(chunk) = output.next().await {
+        let (buf, bytes) = match chunk {
+            Ok(LogOutput::StdErr { message }) => (&mut stderr, message),
+            Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => {
+                (&mut stdout, message)
+            }
+            Ok(LogOutput::StdIn { .. }) => continue,
+            Err(e) => {
+                return Err(Error::Docker {
+                    context: "reading an exec's output".into(),
+                    source: e,
+                }
+                .into());
+            }
+        };
+        let room = MAX_OUTPUT.saturating_sub(buf.len());
+        truncated |= bytes.len() > room;
+        buf.extend_from_slice(&bytes[..bytes.len().min(room)]);
+    }
+    Ok(Json(ExecResult {
+        stdout: String::from_utf8_lossy(&stdout).into(),
+        stderr: String::from_utf8_lossy(&stderr).into(),
+        exit_code: exec.handle.exit_code().await?,
+        truncated,
+    }))
+}
+
+/// A command in a pod's container over a WebSocket (`envd exec`). Query: `cmd` (repeated,
+/// one per argument), `container`, `tty`, `stdin`. Server frames: binary, first byte 1
+/// (stdout, or the TTY) or 2 (stderr) then the bytes; last a text frame `{"exit_code": N}`
+/// (or `{"error": "..."}`). Client frames: binary = stdin bytes; text
+/// `{"eof": true}` closes stdin, `{"resize": [cols, rows]}` sizes the TTY.
+#[utoipa::path(get, path = "/v1/envs/{id}/pods/{pod}/exec",
+    params(("id" = String, Path), ("pod" = String, Path),
+        ("cmd" = Vec<String>, Query, description = "the command, one `cmd=` per argument"),
+        ("container" = Option<String>, Query), ("tty" = Option<bool>, Query), ("stdin" = Option<bool>, Query)),
+    responses((status = 101, description = "WebSocket session"), (status = 400, body = super::Problem),
+    (status = 404, body = super::Problem), (status = 409, body = super::Problem), (status = 422, body = super::Problem)))]
+pub async fn exec_ws(
+    State(s): State<AppState>,
+    Path((id, pod)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> ApiResult<Response> {
+    let req = exec_query(query.as_deref().unwrap_or(""))?;
+    let target = s.engine.exec_target(&id, &pod, &req).await?;
+    let ws = ws.map_err(|r| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            "Not a WebSocket request".into(),
+            format!(
+                "{}: GET .../exec is a WebSocket session (envd exec); for a one-shot command POST {{\"cmd\": [...]}} to the same path",
+                r.body_text()
+            ),
+            None,
+        )
+    })?;
+    Ok(ws.on_upgrade(move |socket| session(socket, target, req)))
+}
+
+fn exec_query(q: &str) -> ApiResult<ExecRequest> {
+    let mut req = ExecRequest::default();
+    let flag = |k: &str, v: &str| match v {
+        "true" | "1" | "" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(Error::invalid(
+            "query",
+            k,
+            format!("`{v}` is not true or false"),
+        )),
+    };
+    for (k, v) in form_urlencoded::parse(q.as_bytes()) {
+        match k.as_ref() {
+            "cmd" => req.cmd.push(v.into_owned()),
+            "container" => req.container = Some(v.into_owned()),
+            "tty" => req.tty = flag("tty", &v)?,
+            "stdin" => req.stdin = flag("stdin", &v)?,
+            other => {
+                return Err(Error::invalid(
+                    "query",
+                    other,
+                    "unknown parameter; use cmd (repeated), container, tty, stdin",
+                )
+                .into());
+            }
+        }
+    }
+    Ok(req)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Control {
+    eof: bool,
+    resize: Option<(u16, u16)>,
+}
+
+async fn session(mut socket: WebSocket, target: ExecTarget, req: ExecRequest) {
+    let exec = match target.start(&req).await {
+        Ok(e) => e,
+        Err(e) => {
+            let _ = send_json(&mut socket, json!({ "error": e.to_string() })).await;
+            return;
+        }
+    };
+    let (mut output, mut input, handle) = (exec.output, exec.input, exec.handle);
+    let mut stdin_open = req.stdin;
+    loop {
+        tokio::select! {
+            chunk = output.next() => {
+                let (tag, bytes) = match chunk {
+                    Some(Ok(LogOutput::StdErr { message })) => (2u8, message),
+                    Some(Ok(LogOutput::StdOut { message } | LogOutput::Console { message })) => (1u8, message),
+                    Some(Ok(LogOutput::StdIn { .. })) => continue,
+                    Some(Err(e)) => {
+                        let _ = send_json(&mut socket, json!({ "error": format!("reading the output: {e}") })).await;
+                        return;
+                    }
+                    None => break,
+                };
+                let mut frame = Vec::with_capacity(bytes.len() + 1);
+                frame.push(tag);
+                frame.extend_from_slice(&bytes);
+                if socket.send(Message::Binary(frame.into())).await.is_err() {
+                    return; // the client went; dropping the attach closes the command's stdin
+                }
+            }
+            msg = socket.recv() => match msg {
+                Some(Ok(Message::Binary(b))) if stdin_open => {
+                    if input.write_all(&b).await.and(input.flush().await).is_err() {
+                        stdin_open = false;
+                    }
+                }
+                Some(Ok(Message::Text(t))) => {
+                    let c: Control = serde_json::from_str(t.as_str()).unwrap_or_default();
+                    if c.eof && stdin_open {
+                        stdin_open = false;
+                        let _ = input.shutdown().await;
+                    }
+                    if let Some((cols, rows)) = c.resize {
+                        let _ = handle.resize(cols, rows).await;
+                    }
+                }
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    let last = match handle.exit_code().await {
+        Ok(code) => json!({ "exit_code": code }),
+        Err(e) => json!({ "error": e.to_string() }),
+    };
+    if send_json(&mut socket, last).await.is_ok() {
+        let _ = socket.send(Message::Close(None)).await;
+    }
+}
+
+async fn send_json(socket: &mut WebSocket, v: serde_json::Value) -> Result<(), axum::Error> {
+    socket.send(Message::Text(v.to_string().into())).await
+}

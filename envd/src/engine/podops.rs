@@ -1,0 +1,248 @@
+//! `envd config set`: new answers for a ready env, re-rendered, uploaded into one pod and
+//! applied as its template says (`on_change`: restart, or a signal).
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use bollard::Docker;
+use bollard::query_parameters::{
+    KillContainerOptionsBuilder, RemoveContainerOptionsBuilder, RestartContainerOptionsBuilder,
+};
+use serde::Serialize;
+
+use super::{Engine, archive, pods};
+use crate::error::{DockerContext, Error, Result};
+use crate::spec::order::{Condition, awaited};
+use crate::spec::{Container, Facts, OnChange, Plan, Pod};
+use crate::store::{Env, State};
+
+/// What a config change did to the pod.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct PodChange {
+    pub pod: String,
+    /// Answers whose value changed (names only: values may be passwords).
+    pub changed: Vec<String>,
+    /// `unchanged`, `restarted`, `signalled HUP`, and/or `recreated <container>`.
+    pub action: String,
+}
+
+impl Engine {
+    /// Validates `answers` against the env's template like a create, records them, then
+    /// applies the re-rendered pod: its files uploaded, then restarted or signalled;
+    /// containers whose env, command, image or limits changed are recreated. Waits for the
+    /// pod's readiness check before answering.
+    pub async fn configure_pod(
+        &self,
+        id: &str,
+        pod_name: &str,
+        answers: &BTreeMap<String, String>,
+    ) -> Result<PodChange> {
+        let env = self.store.get(id).await?;
+        require_ready(&env, "config set")?;
+        let old_plan = self.plan(&env)?;
+        let old_pods = pods::all_pods(self, &old_plan)?;
+        let old = find_pod(&env, &old_pods, pod_name)?;
+        if answers.is_empty() {
+            return Err(Error::invalid(
+                "request",
+                "answers",
+                "give at least one answer to change, e.g. maxmemory=64mb",
+            ));
+        }
+        let mut merged = env.answers.clone();
+        merged.extend(answers.clone());
+        let new_plan = render(&env, &merged)?;
+        let new_pods = pods::all_pods(self, &new_plan)?;
+        let changed: Vec<String> = answers
+            .iter()
+            .filter(|(k, v)| env.answers.get(*k) != Some(*v))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let field = format!("answers.{}", answers.keys().next().map_or("", |k| k));
+        let others: Vec<&str> = old_pods
+            .iter()
+            .zip(&new_pods)
+            .filter(|(o, n)| o != n && o.name != pod_name)
+            .map(|(o, _)| o.name.as_str())
+            .collect();
+        if !others.is_empty() {
+            return Err(Error::invalid(
+                "request",
+                field,
+                format!(
+                    "this also changes pod(s) {}; config set changes one pod at a time: use answers that only pod `{pod_name}` uses, or recreate the env",
+                    others.join(", ")
+                ),
+            ));
+        }
+        let new = find_pod(&env, &new_pods, pod_name)?;
+        if new.ports != old.ports {
+            return Err(Error::invalid(
+                "request",
+                field,
+                format!(
+                    "this changes the ports of pod `{pod_name}`, which a live env cannot; recreate the env"
+                ),
+            ));
+        }
+        self.store.update_answers(&env.id, &merged).await?;
+        if new == old {
+            return Ok(PodChange {
+                pod: pod_name.into(),
+                changed,
+                action: "unchanged".into(),
+            });
+        }
+
+        // Never beside a reconcile of the same env (it might be tearing it down).
+        let lock = self.lock_for(&env.id);
+        let _held = lock.lock().await;
+        let env = self.store.get(&env.id).await?;
+        require_ready(&env, "config set")?;
+        let t = Instant::now();
+        let inner = archive::inner_docker(self, &env).await.ok_or_else(|| {
+            Error::Conflict(format!(
+                "environment `{}` has no running node; its reconcile will bring it back",
+                env.name
+            ))
+        })?;
+        let action = self.apply(&env, &inner, old, new).await?;
+        super::ready::wait_recorded(self, &env, &inner, new).await?;
+        let note = format!("answers {} changed: {action}", changed.join(", "));
+        self.store
+            .event(
+                &env.id,
+                &format!("config:{pod_name}"),
+                &note,
+                Some(t.elapsed()),
+            )
+            .await?;
+        Ok(PodChange {
+            pod: pod_name.into(),
+            changed,
+            action,
+        })
+    }
+
+    async fn apply(&self, env: &Env, inner: &Docker, old: &Pod, new: &Pod) -> Result<String> {
+        let mut actions = vec![];
+        let mut recreate = vec![];
+        let mut files_changed = vec![];
+        for c in &new.containers {
+            let name = format!("{}-{}", new.name, c.name);
+            match old.containers.iter().find(|o| o.name == c.name) {
+                Some(o) if without_files(o) == without_files(c) => {
+                    if o.files != c.files {
+                        // Copied host directories (`dirs`) came at create; a config change is its files.
+                        pods::upload_files(inner, &name, &c.files, &[]).await?;
+                        files_changed.push(name);
+                    }
+                }
+                _ => recreate.push(name),
+            }
+        }
+        for name in &recreate {
+            let opts = RemoveContainerOptionsBuilder::default().force(true).build();
+            match inner.remove_container(name, Some(opts)).await {
+                Ok(()) => {}
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => {}
+                Err(e) => {
+                    return Err(Error::Docker {
+                        context: format!("removing {name} to recreate it"),
+                        source: e,
+                    });
+                }
+            }
+            actions.push(format!("recreated {name}"));
+        }
+        if !recreate.is_empty() {
+            // A one-shot job (others wait for it to complete) is not started again once done.
+            let all = pods::all_pods(self, &self.plan(env)?)?;
+            let once = awaited(&all, Condition::Completed).contains_key(new.name.as_str());
+            let node = self.ensure_node(env).await?;
+            pods::ensure_pod(self, env, &node, inner, new, once).await?;
+        }
+        let rest: Vec<String> = new
+            .containers
+            .iter()
+            .map(|c| format!("{}-{}", new.name, c.name))
+            .filter(|n| !recreate.contains(n))
+            .collect();
+        match &new.on_change {
+            OnChange::Restart if !files_changed.is_empty() => {
+                for name in &rest {
+                    let opts = RestartContainerOptionsBuilder::default().t(10).build();
+                    inner
+                        .restart_container(name, Some(opts))
+                        .await
+                        .ctx(|| format!("restarting {name}"))?;
+                }
+                actions.push("restarted".into());
+            }
+            OnChange::Signal(sig) if !files_changed.is_empty() => {
+                for name in &files_changed {
+                    let opts = KillContainerOptionsBuilder::default().signal(sig).build();
+                    inner
+                        .kill_container(name, Some(opts))
+                        .await
+                        .ctx(|| format!("sending {sig} to {name}"))?;
+                }
+                actions.push(format!("signalled {sig}"));
+            }
+            _ => {}
+        }
+        if actions.is_empty() {
+            // Only the readiness check or endpoint changed: nothing runs differently.
+            actions.push("unchanged".into());
+        }
+        Ok(actions.join(", "))
+    }
+}
+
+/// Pod operations need a ready env: one being created or torn down has no stable pods.
+pub(super) fn require_ready(env: &Env, what: &str) -> Result<()> {
+    if env.state != State::Ready || env.desired == "gone" {
+        return Err(Error::Conflict(format!(
+            "environment `{}` is {}{}; {what} needs a ready env",
+            env.name,
+            env.state.as_str(),
+            if env.desired == "gone" {
+                " and being removed"
+            } else {
+                ""
+            }
+        )));
+    }
+    Ok(())
+}
+
+pub(super) fn find_pod<'a>(env: &Env, pods: &'a [Pod], name: &str) -> Result<&'a Pod> {
+    pods.iter().find(|p| p.name == name).ok_or_else(|| {
+        let names: Vec<&str> = pods.iter().map(|p| p.name.as_str()).collect();
+        Error::NotFound(format!(
+            "pod `{name}` in environment `{}` (pods: {})",
+            env.name,
+            names.join(", ")
+        ))
+    })
+}
+
+fn without_files(c: &Container) -> Container {
+    Container {
+        files: vec![],
+        ..c.clone()
+    }
+}
+
+/// The plan with new answers, its errors worded as a request's (like a create's).
+fn render(env: &Env, answers: &BTreeMap<String, String>) -> Result<Plan> {
+    let facts = Facts {
+        env_id: env.id.clone(),
+        env_name: env.name.clone(),
+        node_ip: env.node_ip.clone().unwrap_or_else(|| "0.0.0.0".into()),
+    };
+    Plan::render(&env.template, &env.template_src, answers, &facts)
+        .map_err(crate::service::answers_error)
+}
