@@ -44,8 +44,8 @@ pods:
         memory: 128m
       - name: side
         image: envd/redis:latest
-        command: [sleep, infinity]
-    ready: { kind: redis, port: 6379, deadline: 60s }
+        command: [bash, -c, "trap exit TERM; while :; do sleep 1 & wait $!; done"]
+    ready: { kind: redis, port: 6379, deadline: 15s }
   - name: watcher
     on_change: { signal: HUP }
     containers:
@@ -207,6 +207,12 @@ async fn config_set_exec_and_limits_on_a_ready_env() {
         404,
         "pod `nope`",
     );
+    assert_eq!(maxmemory(&ip).await, (64u64 << 20).to_string());
+    // Redis refuses the value and never gets ready: the previous config comes back.
+    let r = set("redis", json!({"maxmemory": "lots"})).await;
+    problem(&r, 422, "answers.maxmemory");
+    let detail = r.2["detail"].as_str().unwrap();
+    assert!(detail.contains("previous answers are back"), "{detail}");
     assert_eq!(maxmemory(&ip).await, (64u64 << 20).to_string());
 
     // A signal instead of a restart: the watcher re-reads its file on HUP, still running.

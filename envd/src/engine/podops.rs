@@ -8,9 +8,10 @@ use bollard::Docker;
 use bollard::query_parameters::{
     KillContainerOptionsBuilder, RemoveContainerOptionsBuilder, RestartContainerOptionsBuilder,
 };
+use futures_util::future::try_join_all;
 use serde::Serialize;
 
-use super::{Engine, archive, pods};
+use super::{Engine, archive, pods, ready};
 use crate::error::{DockerContext, Error, Result};
 use crate::spec::order::{Condition, awaited};
 use crate::spec::{Container, Facts, OnChange, Plan, Pod};
@@ -30,14 +31,22 @@ impl Engine {
     /// Validates `answers` against the env's template like a create, records them, then
     /// applies the re-rendered pod: its files uploaded, then restarted or signalled;
     /// containers whose env, command, image or limits changed are recreated. Waits for the
-    /// pod's readiness check before answering.
+    /// pod's readiness check before answering; a pod that does not get ready with the new
+    /// answers gets the previous ones back, and the request fails naming the answer.
     pub async fn configure_pod(
         &self,
         id: &str,
         pod_name: &str,
         answers: &BTreeMap<String, String>,
     ) -> Result<PodChange> {
+        // Checked before the lock too: a creating env's reconcile holds it for minutes.
         let env = self.store.get(id).await?;
+        require_ready(&env, "config set")?;
+        // One change or reconcile of an env at a time: a second change merges onto the
+        // first one's answers, and a teardown waits for the pod to be settled.
+        let lock = self.lock_for(&env.id);
+        let _held = lock.lock().await;
+        let env = self.store.get(&env.id).await?;
         require_ready(&env, "config set")?;
         let old_plan = self.plan(&env)?;
         let old_pods = pods::all_pods(self, &old_plan)?;
@@ -94,11 +103,6 @@ impl Engine {
             });
         }
 
-        // Never beside a reconcile of the same env (it might be tearing it down).
-        let lock = self.lock_for(&env.id);
-        let _held = lock.lock().await;
-        let env = self.store.get(&env.id).await?;
-        require_ready(&env, "config set")?;
         let t = Instant::now();
         let inner = archive::inner_docker(self, &env).await.ok_or_else(|| {
             Error::Conflict(format!(
@@ -107,7 +111,23 @@ impl Engine {
             ))
         })?;
         let action = self.apply(&env, &inner, old, new).await?;
-        super::ready::wait_recorded(self, &env, &inner, new).await?;
+        if let Err(e) = ready::wait_recorded(self, &env, &inner, new).await {
+            let back = self.roll_back(&env, &inner, new, old).await;
+            let note = format!("answers {} not taken: {e}; {back}", changed.join(", "));
+            self.store
+                .event(
+                    &env.id,
+                    &format!("config:{pod_name}"),
+                    &note,
+                    Some(t.elapsed()),
+                )
+                .await?;
+            return Err(Error::invalid(
+                "request",
+                field,
+                format!("pod `{pod_name}` did not get ready with these answers: {e}; {back}"),
+            ));
+        }
         let note = format!("answers {} changed: {action}", changed.join(", "));
         self.store
             .event(
@@ -122,6 +142,19 @@ impl Engine {
             changed,
             action,
         })
+    }
+
+    /// The env's recorded answers and the pod's previous config, back; says how that went.
+    async fn roll_back(&self, env: &Env, inner: &Docker, new: &Pod, old: &Pod) -> String {
+        let undone = async {
+            self.store.update_answers(&env.id, &env.answers).await?;
+            self.apply(env, inner, new, old).await?;
+            ready::wait_recorded(self, env, inner, old).await
+        };
+        match undone.await {
+            Ok(()) => "the previous answers are back and the pod is ready".into(),
+            Err(e) => format!("going back to the previous answers failed too: {e}"),
+        }
     }
 
     async fn apply(&self, env: &Env, inner: &Docker, old: &Pod, new: &Pod) -> Result<String> {
@@ -172,13 +205,14 @@ impl Engine {
             .collect();
         match &new.on_change {
             OnChange::Restart if !files_changed.is_empty() => {
-                for name in &rest {
+                try_join_all(rest.iter().map(|name| async move {
                     let opts = RestartContainerOptionsBuilder::default().t(10).build();
                     inner
                         .restart_container(name, Some(opts))
                         .await
-                        .ctx(|| format!("restarting {name}"))?;
-                }
+                        .ctx(|| format!("restarting {name}"))
+                }))
+                .await?;
                 actions.push("restarted".into());
             }
             OnChange::Signal(sig) if !files_changed.is_empty() => {
