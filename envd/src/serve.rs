@@ -323,3 +323,31 @@ async fn shutdown() {
         _ = term.recv() => {},
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_limits_come_from_flags_or_the_file_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("envd.toml");
+        std::fs::write(&file, "default_cpus = 0.5\ndefault_memory = \"256m\"\n").unwrap();
+        let args = |cpus: Option<f64>, memory: Option<&str>| ServeArgs {
+            config: Some(file.clone()),
+            default_cpus: cpus,
+            default_memory: memory.map(String::from),
+            ..Default::default()
+        };
+        let cfg = resolve(args(None, None)).unwrap();
+        assert_eq!(cfg.engine.default_cpus, Some(0.5));
+        assert_eq!(cfg.engine.default_memory, Some(256 << 20));
+        let cfg = resolve(args(Some(2.0), Some("1g"))).unwrap();
+        assert_eq!(cfg.engine.default_cpus, Some(2.0));
+        assert_eq!(cfg.engine.default_memory, Some(1 << 30));
+        let err = resolve(args(None, Some("lots"))).err().unwrap().to_string();
+        assert!(err.contains("default_memory"), "{err}");
+        let err = resolve(args(Some(0.0), None)).err().unwrap().to_string();
+        assert!(err.contains("default_cpus"), "{err}");
+    }
+}
