@@ -146,6 +146,11 @@ async fn config_set_exec_and_limits_on_a_ready_env() {
     let base = serve_catalog(engine.clone(), catalog).await;
     let u = |p: &str| format!("{base}{p}");
     let guard = common::Guard::default();
+    let (_, _, doc) = call(Method::GET, &u("/openapi.json"), None).await;
+    assert!(doc["paths"]["/v1/envs/{id}/pods/{pod}"]["patch"].is_object());
+    for m in ["get", "post"] {
+        assert!(doc["paths"]["/v1/envs/{id}/pods/{pod}/exec"][m].is_object());
+    }
 
     let (s, _, env) = call(
         Method::POST,
