@@ -79,7 +79,7 @@ async fn inner(engine: &envd::engine::Engine, id: &str) -> Docker {
 
 /// [`envd`] with `stdin` fed to it.
 async fn envd_stdin(server: &str, args: &[&str], stdin: &[u8]) -> (i32, String, String) {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_envd"))
+    let mut child = tokio::process::Command::new(common::envd_bin())
         .args(args)
         .env("ENVD_URL", server)
         .stdin(std::process::Stdio::piped())
