@@ -168,7 +168,9 @@ impl From<Error> for ApiError {
             Error::NotFound(_) => ApiError(
                 StatusCode::NOT_FOUND,
                 "Not found".into(),
-                if e.to_string().contains("environment") {
+                // Only an unknown env is helped by the env list.
+                if matches!(&e, Error::NotFound(what) if what.starts_with("environment") || what.starts_with("live environment"))
+                {
                     format!("{e}; list environments with GET /v1/envs")
                 } else {
                     e.to_string()

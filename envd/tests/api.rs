@@ -48,6 +48,8 @@ async fn every_route_and_every_error_kind() {
         "/v1/jobs/{name}/run",
         "/v1/envs/{id}/clone",
         "/v1/templates/import",
+        "/v1/envs/{id}/pods/{pod}",
+        "/v1/envs/{id}/pods/{pod}/exec",
         "/v1/templates",
         "/v1/envs",
         "/v1/envs/{id}",
