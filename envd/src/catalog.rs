@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use crate::error::{Error, IoContext, Result};
 
+mod files;
+
 const BUILTIN: &[(&str, &str, &str)] = &[
     (
         "full",
@@ -119,7 +121,7 @@ impl Catalog {
                 .values()
                 .max_by(|a, b| version_cmp(&a.version, &b.version)),
         };
-        found.cloned().ok_or_else(|| {
+        let found = found.cloned().ok_or_else(|| {
             let have = versions.keys().cloned().collect::<Vec<_>>().join(", ");
             Error::invalid(
                 "request",
@@ -129,7 +131,8 @@ impl Catalog {
                     version.unwrap_or("")
                 ),
             )
-        })
+        })?;
+        files::inline_source(found)
     }
 }
 

@@ -17,6 +17,7 @@ pub mod questions;
 
 pub use dirs::Dir;
 mod change;
+mod facts;
 pub mod order;
 pub use change::OnChange;
 pub use questions::{Kind, Question};
@@ -168,10 +169,14 @@ impl Plan {
         let questions = questions::parse(source_name, &doc)?;
         let values = answers::resolve(source_name, &questions, answers)?.values;
 
-        let mut ctx: HashMap<String, String> = values.into_iter().collect();
-        ctx.insert("env_id".into(), facts.env_id.clone());
-        ctx.insert("env_name".into(), facts.env_name.clone());
-        ctx.insert("node_ip".into(), facts.node_ip.clone());
+        let mut ctx: HashMap<String, minijinja::Value> = values
+            .into_iter()
+            .map(|(k, v)| (k, minijinja::Value::from(v)))
+            .collect();
+        ctx.insert("env_id".into(), facts.env_id.clone().into());
+        ctx.insert("env_name".into(), facts.env_name.clone().into());
+        ctx.insert("node_ip".into(), facts.node_ip.clone().into());
+        ctx.insert("pods".into(), facts::pods_value(&doc));
         let mut jinja = Environment::new();
         jinja.set_undefined_behavior(UndefinedBehavior::Strict);
         if let Value::Mapping(map) = &mut doc {
@@ -431,7 +436,7 @@ fn path_suffix(p: &str) -> String {
 fn render_strings(
     src: &str,
     jinja: &Environment,
-    ctx: &HashMap<String, String>,
+    ctx: &HashMap<String, minijinja::Value>,
     v: &mut Value,
     path: &str,
 ) -> Result<()> {

@@ -43,6 +43,16 @@ fn answers_override_defaults_and_facts_are_rendered() {
 }
 
 #[test]
+fn other_pods_names_and_ports_are_facts() {
+    let src = "name: a\nversion: '1'\npods:\n  - {name: order-db, ports: [3306], containers: [{name: c, image: i}]}\n  - {name: app, containers: [{name: c, image: i, env: {DB: '{{ pods.order_db.host }}:{{ pods.order_db.port }}', ALL: '{{ pods[\"order-db\"].ports | join(\",\") }}'}}]}\n";
+    let plan = render(src, &[]).unwrap();
+    let env = &plan.pod("app").unwrap().containers[0].env;
+    assert_eq!(env["DB"], "order-db:3306");
+    assert_eq!(env["ALL"], "3306");
+    assert!(err(&src.replace("order_db.port", "nope.port")).contains("pods[1]"));
+}
+
+#[test]
 fn an_undeclared_answer_names_the_declared_ones() {
     let t = crate::catalog::Catalog::new(None).get("minimal").unwrap();
     let answers = [("redis_pass".to_string(), "x".to_string())].into();
