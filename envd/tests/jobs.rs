@@ -1,6 +1,8 @@
 //! Scheduled jobs on the real engine: the reaper's pre-expiry warning (event + webhook to a
-//! loopback server, once) and TTL teardown, dry runs, retain-logs, and one runner per
-//! scheduled slot with two `envd serve` on one PostgreSQL.
+//! loopback server, once) and TTL teardown, dry runs, retain-logs, the sweep inside live
+//! nodes, and one runner per scheduled slot with two `envd serve` on one PostgreSQL.
+//! (The host part of the sweep has its own binary, tests/sweep.rs: it would free the
+//! envs of tests running beside it.)
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -268,4 +270,50 @@ async fn two_envd_on_one_postgres_run_each_scheduled_slot_once() {
         .unwrap();
     assert_eq!(reap["schedule"], "* * * * * *");
     assert!(reap["last_run"]["slot"].is_i64(), "{reap}");
+}
+
+/// A container started by hand inside a ready env's node is not in its plan: the sweep
+/// lists it, then removes it, and the env's own pods keep answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweep_removes_inner_containers_that_are_not_in_the_plan() {
+    let Some(h) = common::harness::harness(214, None).await else {
+        return;
+    };
+    let (env, _guard) = h.ready("minimal", &[]).await;
+    let sock = format!("/run/envd/{}/docker.sock", env.id);
+    let inner =
+        bollard::Docker::connect_with_unix(&sock, 30, bollard::API_DEFAULT_VERSION).unwrap();
+    let stray = bollard::models::ContainerCreateBody {
+        image: Some("envd/pause:latest".into()),
+        ..Default::default()
+    };
+    let opts = bollard::query_parameters::CreateContainerOptionsBuilder::default()
+        .name("stray")
+        .build();
+    inner.create_container(Some(opts), stray).await.unwrap();
+    inner.start_container("stray", None).await.unwrap();
+
+    let stray_of = |found: &[envd::engine::Found]| {
+        found
+            .iter()
+            .filter(|f| f.kind == "inner-container" && f.env_id == env.id)
+            .map(|f| (f.name.clone(), f.freed))
+            .collect::<Vec<_>>()
+    };
+    let name = format!("{}/stray", env.name);
+    // Only the inner part: the host part would free other tests' envs (another store's).
+    let dry = h.engine.sweep_inner(Duration::ZERO, true).await.unwrap();
+    assert_eq!(stray_of(&dry), vec![(name.clone(), false)]);
+    assert!(inner.inspect_container("stray", None).await.is_ok());
+    let run = h.engine.sweep_inner(Duration::ZERO, false).await.unwrap();
+    assert_eq!(stray_of(&run), vec![(name, true)]);
+    assert!(inner.inspect_container("stray", None).await.is_err());
+
+    let ip = env.node_ip.clone().unwrap();
+    let client = redis::Client::open(format!("redis://:envd-redis@{ip}:6379/")).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let pong: String = redis::cmd("PING").query_async(&mut c).await.unwrap();
+    assert_eq!(pong, "PONG");
+    let gone = h.teardown(&env.id).await;
+    h.assert_nothing_left(&gone).await;
 }
