@@ -25,6 +25,8 @@ variables:
     default: 32mb
   - variable: greeting
     default: hello
+  - variable: tag
+    default: a
 pods:
   - name: redis
     ports: [6379]
@@ -44,6 +46,7 @@ pods:
         memory: 128m
       - name: side
         image: envd/redis:latest
+        env: { TAG: "{{ tag }}" }
         command: [bash, -c, "trap exit TERM; while :; do sleep 1 & wait $!; done"]
     ready: { kind: redis, port: 6379, deadline: 15s }
   - name: watcher
@@ -51,6 +54,7 @@ pods:
     containers:
       - name: w
         image: envd/redis:latest
+        env: { TAG: "{{ tag }}" }
         command: [bash, -c, "trap 'cp /etc/w.conf /tmp/seen' HUP; cp /etc/w.conf /tmp/seen; while :; do sleep 1 & wait $!; done"]
         files: [{ path: /etc/w.conf, content: "{{ greeting }}" }]
     ready: { kind: exec, command: [test, -f, /tmp/seen], deadline: 60s }
@@ -256,6 +260,23 @@ async fn config_set_exec_and_limits_on_a_ready_env() {
         before,
         "signalled, not restarted"
     );
+
+    // An answer two pods use: both get it, the named pod first.
+    let r = set("redis", json!({"tag": "b"})).await;
+    assert_eq!(r.0, 200, "{:?}", r.2);
+    assert_eq!(r.2["pods"], json!(["redis", "watcher"]));
+    for c in ["redis-side", "watcher-w"] {
+        let env = docker
+            .inspect_container(c, None::<InspectContainerOptions>)
+            .await
+            .unwrap()
+            .config
+            .unwrap()
+            .env
+            .unwrap();
+        assert!(env.contains(&"TAG=b".to_string()), "{c}: {env:?}");
+    }
+    assert_eq!(maxmemory(&ip).await, (64u64 << 20).to_string());
 
     // Limits from the template and from the configured defaults, in the node's engine.
     for (name, cpus, mem) in [

@@ -1,5 +1,6 @@
-//! `envd config set`: new answers for a ready env, re-rendered, uploaded into one pod and
-//! applied as its template says (`on_change`: restart, or a signal).
+//! `envd config set`: new answers for a ready env, re-rendered, uploaded into the named pod
+//! (and every other pod the same answers change) and applied as each pod's template says
+//! (`on_change`: restart, or a signal).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -21,6 +22,9 @@ use crate::store::{Env, State};
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PodChange {
     pub pod: String,
+    /// Every pod the answers changed, the named one first (e.g. a password that the
+    /// app's settings use too).
+    pub pods: Vec<String>,
     /// Answers whose value changed (names only: values may be passwords).
     pub changed: Vec<String>,
     /// `unchanged`, `restarted`, `signalled HUP`, and/or `recreated <container>`.
@@ -50,7 +54,7 @@ impl Engine {
         require_ready(&env, "config set")?;
         let old_plan = self.plan(&env)?;
         let old_pods = pods::all_pods(self, &old_plan)?;
-        let old = find_pod(&env, &old_pods, pod_name)?;
+        find_pod(&env, &old_pods, pod_name)?;
         if answers.is_empty() {
             return Err(Error::invalid(
                 "request",
@@ -68,36 +72,41 @@ impl Engine {
             .map(|(k, _)| k.clone())
             .collect();
         let field = format!("answers.{}", answers.keys().next().map_or("", |k| k));
-        let others: Vec<&str> = old_pods
+        // Every pod the answers change, the named one first; a change that does not touch
+        // the named pod is refused (the user meant another pod).
+        let mut affected: Vec<(&Pod, &Pod)> = old_pods
             .iter()
             .zip(&new_pods)
-            .filter(|(o, n)| o != n && o.name != pod_name)
-            .map(|(o, _)| o.name.as_str())
+            .filter(|(o, n)| o != n)
             .collect();
-        if !others.is_empty() {
+        affected.sort_by_key(|(o, _)| o.name != pod_name);
+        if !affected.is_empty() && affected[0].0.name != pod_name {
+            let names: Vec<&str> = affected.iter().map(|(o, _)| o.name.as_str()).collect();
             return Err(Error::invalid(
                 "request",
                 field,
                 format!(
-                    "this also changes pod(s) {}; config set changes one pod at a time: use answers that only pod `{pod_name}` uses, or recreate the env",
-                    others.join(", ")
+                    "this does not change pod `{pod_name}` but {}; name that pod instead",
+                    names.join(", ")
                 ),
             ));
         }
-        let new = find_pod(&env, &new_pods, pod_name)?;
-        if new.ports != old.ports {
+        if let Some((o, _)) = affected.iter().find(|(o, n)| n.ports != o.ports) {
             return Err(Error::invalid(
                 "request",
                 field,
                 format!(
-                    "this changes the ports of pod `{pod_name}`, which a live env cannot; recreate the env"
+                    "this changes the ports of pod `{}`, which a live env cannot; recreate the env",
+                    o.name
                 ),
             ));
         }
         self.store.update_answers(&env.id, &merged).await?;
-        if new == old {
+        let pods: Vec<String> = affected.iter().map(|(o, _)| o.name.clone()).collect();
+        if affected.is_empty() {
             return Ok(PodChange {
                 pod: pod_name.into(),
+                pods,
                 changed,
                 action: "unchanged".into(),
             });
@@ -110,24 +119,39 @@ impl Engine {
                 env.name
             ))
         })?;
-        let action = self.apply(&env, &inner, old, new).await?;
-        if let Err(e) = ready::wait_recorded(self, &env, &inner, new).await {
-            let back = self.roll_back(&env, &inner, new, old).await;
-            let note = format!("answers {} not taken: {e}; {back}", changed.join(", "));
-            self.store
-                .event(
-                    &env.id,
-                    &format!("config:{pod_name}"),
-                    &note,
-                    Some(t.elapsed()),
-                )
-                .await?;
-            return Err(Error::invalid(
-                "request",
-                field,
-                format!("pod `{pod_name}` did not get ready with these answers: {e}; {back}"),
-            ));
+        let mut actions = vec![];
+        for (i, (old, new)) in affected.iter().enumerate() {
+            let applied = async {
+                let action = self.apply(&env, &inner, old, new).await?;
+                ready::wait_recorded(self, &env, &inner, new).await?;
+                Ok::<String, Error>(action)
+            };
+            match applied.await {
+                Ok(action) if affected.len() == 1 => actions.push(action),
+                Ok(action) => actions.push(format!("{}: {action}", new.name)),
+                Err(e) => {
+                    let back = self.roll_back(&env, &inner, &affected[..=i]).await;
+                    let note = format!("answers {} not taken: {e}; {back}", changed.join(", "));
+                    self.store
+                        .event(
+                            &env.id,
+                            &format!("config:{pod_name}"),
+                            &note,
+                            Some(t.elapsed()),
+                        )
+                        .await?;
+                    return Err(Error::invalid(
+                        "request",
+                        field,
+                        format!(
+                            "pod `{}` did not get ready with these answers: {e}; {back}",
+                            new.name
+                        ),
+                    ));
+                }
+            }
         }
+        let action = actions.join("; ");
         let note = format!("answers {} changed: {action}", changed.join(", "));
         self.store
             .event(
@@ -139,20 +163,25 @@ impl Engine {
             .await?;
         Ok(PodChange {
             pod: pod_name.into(),
+            pods,
             changed,
             action,
         })
     }
 
-    /// The env's recorded answers and the pod's previous config, back; says how that went.
-    async fn roll_back(&self, env: &Env, inner: &Docker, new: &Pod, old: &Pod) -> String {
+    /// The env's recorded answers and the pods' previous config, back (last changed
+    /// first); says how that went.
+    async fn roll_back(&self, env: &Env, inner: &Docker, changed: &[(&Pod, &Pod)]) -> String {
         let undone = async {
             self.store.update_answers(&env.id, &env.answers).await?;
-            self.apply(env, inner, new, old).await?;
-            ready::wait_recorded(self, env, inner, old).await
+            for (old, new) in changed.iter().rev() {
+                self.apply(env, inner, new, old).await?;
+                ready::wait_recorded(self, env, inner, old).await?;
+            }
+            Ok::<(), Error>(())
         };
         match undone.await {
-            Ok(()) => "the previous answers are back and the pod is ready".into(),
+            Ok(()) => "the previous answers are back and the pods are ready".into(),
             Err(e) => format!("going back to the previous answers failed too: {e}"),
         }
     }
