@@ -119,6 +119,11 @@ impl Engine {
                 env.name
             ))
         })?;
+        let step = format!("config:{pod_name}");
+        let record = |note: String| {
+            let (store, id, step) = (&self.store, &env.id, &step);
+            async move { store.event(id, step, &note, Some(t.elapsed())).await }
+        };
         let mut actions = vec![];
         for (i, (old, new)) in affected.iter().enumerate() {
             let applied = async {
@@ -132,14 +137,7 @@ impl Engine {
                 Err(e) => {
                     let back = self.roll_back(&env, &inner, &affected[..=i]).await;
                     let note = format!("answers {} not taken: {e}; {back}", changed.join(", "));
-                    self.store
-                        .event(
-                            &env.id,
-                            &format!("config:{pod_name}"),
-                            &note,
-                            Some(t.elapsed()),
-                        )
-                        .await?;
+                    record(note).await?;
                     return Err(Error::invalid(
                         "request",
                         field,
@@ -152,15 +150,7 @@ impl Engine {
             }
         }
         let action = actions.join("; ");
-        let note = format!("answers {} changed: {action}", changed.join(", "));
-        self.store
-            .event(
-                &env.id,
-                &format!("config:{pod_name}"),
-                &note,
-                Some(t.elapsed()),
-            )
-            .await?;
+        record(format!("answers {} changed: {action}", changed.join(", "))).await?;
         Ok(PodChange {
             pod: pod_name.into(),
             pods,
