@@ -87,8 +87,10 @@ async fn main() -> anyhow::Result<()> {
         anyhow::ensure!(got.state == State::Ready, "run {i}: {:?}", got.error);
         for e in engine.store.events(&env.id, 0).await? {
             if let Some(ms) = e.duration_ms
-                && e.step != "requested"
-                && e.step != "ready"
+                && !matches!(
+                    e.kind,
+                    envd::lifecycle::EventKind::Requested | envd::lifecycle::EventKind::Ready
+                )
             {
                 rows.entry(format!("envd {}", e.step))
                     .or_default()

@@ -18,6 +18,7 @@ use utoipa::OpenApi;
 use crate::catalog::Catalog;
 use crate::engine::Engine;
 use crate::error::{Error, FieldError};
+use crate::lifecycle::{EventKind, Step};
 use crate::service::{self, CreateRequest, Endpoint, Limits};
 use crate::store::{Created, Env, EnvFilter, State as EnvState};
 
@@ -100,6 +101,7 @@ pub fn router(state: AppState) -> Router {
         FieldError,
         templates::TemplateView,
         pods::ConfigRequest,
+        pods::ConfigChangeView,
         crate::engine::PodChange,
         pods::ExecBody,
         pods::ExecResult
@@ -258,15 +260,15 @@ pub struct ApiJson<T>(pub T);
 
 pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EnvView {
     pub id: String,
     pub name: String,
     pub key: Option<String>,
     pub owner: String,
     pub template: String,
-    pub state: String,
-    pub step: String,
+    pub state: EnvState,
+    pub step: Step,
     pub error: Option<String>,
     pub node_ip: Option<String>,
     pub labels: BTreeMap<String, String>,
@@ -299,8 +301,8 @@ impl From<&Env> for EnvView {
             key: e.key.clone(),
             owner: e.owner.clone(),
             template: e.template.clone(),
-            state: e.state.as_str().into(),
-            step: e.step.clone(),
+            state: e.state,
+            step: e.step,
             error: e.error.clone(),
             node_ip: e.node_ip.clone(),
             labels: e.labels.clone(),
@@ -330,15 +332,7 @@ async fn metrics(State(s): State<AppState>) -> ApiResult<Response> {
         out,
         "# HELP envd_envs Environments by state.\n# TYPE envd_envs gauge"
     );
-    for state in [
-        "requested",
-        "creating",
-        "ready",
-        "collecting",
-        "freeing",
-        "failed",
-        "gone",
-    ] {
+    for state in EnvState::ALL {
         let n = counts
             .iter()
             .find(|(k, _)| k == state)
@@ -348,17 +342,17 @@ async fn metrics(State(s): State<AppState>) -> ApiResult<Response> {
     }
     for (step, name, help) in [
         (
-            "ready",
+            EventKind::Ready,
             "envd_create_duration_seconds",
             "From request to ready.",
         ),
         (
-            "freeing",
+            EventKind::Freeing,
             "envd_teardown_free_duration_seconds",
             "Freeing a torn-down env's objects.",
         ),
         (
-            "collecting",
+            EventKind::Collecting,
             "envd_teardown_logs_duration_seconds",
             "Archiving a torn-down env's logs.",
         ),
@@ -408,7 +402,11 @@ struct CreateParams {
 }
 
 /// A duration query parameter (`30s`, `5m`, `2h`), or its default.
-fn duration_param(field: &str, v: Option<&str>, default: Duration) -> Result<Duration, Error> {
+pub(crate) fn duration_param(
+    field: &str,
+    v: Option<&str>,
+    default: Duration,
+) -> Result<Duration, Error> {
     match v {
         Some(t) => humantime::parse_duration(t).map_err(|e| {
             Error::invalid(
@@ -443,28 +441,30 @@ async fn create(
         s.engine.resync().await?;
     }
     let env = if q.wait {
-        let settled = [EnvState::Ready, EnvState::Failed, EnvState::Gone];
-        wait_for(&s, &env.id, &settled, timeout).await?
+        wait_for(&s, &env.id, EnvState::is_settled, timeout).await?
     } else {
         env
     };
     Ok((status, Json(EnvView::from(&env))).into_response())
 }
 
-/// Polls the recorded state until it is one of `states` or the timeout passes.
+/// Waits until the recorded state is `done` or the timeout passes.
 async fn wait_for(
     s: &AppState,
     id: &str,
-    states: &[EnvState],
+    done: fn(EnvState) -> bool,
     timeout: Duration,
 ) -> ApiResult<Env> {
     let t = std::time::Instant::now();
+    let mut changes = s.engine.store.subscribe();
     loop {
         let env = s.engine.store.get(id).await?;
-        if states.contains(&env.state) || t.elapsed() > timeout {
+        if done(env.state) || t.elapsed() > timeout {
             return Ok(env);
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Woken by this instance's records; now and then for another instance's.
+        let next = crate::store::Store::next_change(&mut changes, &env.id);
+        let _ = tokio::time::timeout(Duration::from_secs(1), next).await;
     }
 }
 
@@ -534,8 +534,7 @@ async fn teardown(s: &AppState, env: Env, wait: bool) -> ApiResult<Response> {
     s.engine.store.request_teardown(&env.id).await?;
     s.engine.kick(&env.id);
     let env = if wait {
-        let freed = [EnvState::Failed, EnvState::Gone];
-        wait_for(s, &env.id, &freed, Duration::from_secs(300)).await?
+        wait_for(s, &env.id, EnvState::is_final, Duration::from_secs(300)).await?
     } else {
         s.engine.store.get(&env.id).await?
     };
@@ -672,7 +671,9 @@ fn event_stream(
     id: String,
 ) -> impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>
 {
-    futures_util::stream::unfold((s, id, 0i64, false), |(s, id, after, done)| async move {
+    let changes = s.engine.store.subscribe();
+    let start = (s, id, 0i64, false, changes);
+    futures_util::stream::unfold(start, |(s, id, after, done, mut changes)| async move {
         if done {
             return None;
         }
@@ -683,7 +684,7 @@ fn event_stream(
                 let ev = axum::response::sse::Event::default()
                     .event(e.step.clone())
                     .data(data);
-                return Some((Ok(ev), (s, id, e.id, false)));
+                return Some((Ok(ev), (s, id, e.id, false, changes)));
             }
             let finished = s
                 .engine
@@ -696,9 +697,13 @@ fn event_stream(
                 let ev = axum::response::sse::Event::default()
                     .event("end")
                     .data("{}");
-                return Some((Ok(ev), (s, id, after, true)));
+                return Some((Ok(ev), (s, id, after, true, changes)));
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            let next = crate::store::Store::next_change(&mut changes, &id);
+            let _ = tokio::time::timeout(Duration::from_secs(1), next).await;
         }
     })
 }
+
+#[cfg(test)]
+mod tests;

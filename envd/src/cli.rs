@@ -8,6 +8,10 @@ use std::time::{Duration, Instant};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
+use envd::api::EnvView;
+use envd::lifecycle::{EventKind, State, Step};
+use envd::store::Event;
+
 mod catalog;
 mod clone;
 mod init;
@@ -523,50 +527,57 @@ async fn settle(
     output: Output,
 ) -> Result<(), Fail> {
     let env = if wait {
-        wait_ready(c, &env, timeout).await?
+        let view = wait_ready(c, &typed::<EnvView>(env)?, timeout).await?;
+        serde_json::to_value(&view).map_err(|e| Fail::Server(e.to_string()))?
     } else {
         env
     };
     print_env(&env, output);
-    if env["state"] == "failed" {
+    let view = typed::<EnvView>(env)?;
+    if view.state == State::Failed {
         return Err(Fail::EnvFailed(format!(
             "environment {} failed: {}",
-            env["name"],
-            env["error"].as_str().unwrap_or("see `envd events`")
+            view.name,
+            view.error.as_deref().unwrap_or("see `envd events`")
         )));
     }
     Ok(())
 }
 
-async fn wait_ready(c: &Conn, env: &Value, timeout: &str) -> Result<Value, Fail> {
+/// An API answer read as the library's own response type.
+fn typed<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, Fail> {
+    serde_json::from_value(v).map_err(|e| {
+        Fail::Server(format!(
+            "envd answered something this CLI does not understand ({e}); are both the same version?"
+        ))
+    })
+}
+
+async fn wait_ready(c: &Conn, env: &EnvView, timeout: &str) -> Result<EnvView, Fail> {
     let limit = humantime::parse_duration(timeout)
         .map_err(|e| Fail::Usage(format!("--timeout {timeout}: {e}; write e.g. 5m")))?;
-    let id = s(&env["id"]);
     let t = Instant::now();
-    let mut progress = Progress::new(std::io::stderr().is_terminal(), &s(&env["name"]));
-    let mut seen = 0i64;
+    let mut progress = Progress::new(std::io::stderr().is_terminal(), &env.name);
+    let mut events = Events::open(c, &env.id).await;
     loop {
-        let (_, v) = call(reqwest::Method::GET, c, &format!("/v1/envs/{id}"), None).await?;
-        let (_, events) = call(
+        let (_, v) = call(
             reqwest::Method::GET,
             c,
-            &format!("/v1/envs/{id}/events"),
+            &format!("/v1/envs/{}", env.id),
             None,
         )
         .await?;
-        for e in events.as_array().into_iter().flatten() {
-            if e["id"].as_i64().unwrap_or(0) > seen {
-                seen = e["id"].as_i64().unwrap_or(seen);
-                progress.event(t.elapsed(), e);
-            }
+        let v: EnvView = typed(v)?;
+        for e in events.fetch(c, &env.id).await? {
+            progress.event(t.elapsed(), &e);
         }
-        let state = s(&v["state"]);
-        progress.step(t.elapsed(), &state, &s(&v["step"]));
-        if matches!(state.as_str(), "ready" | "failed" | "gone") {
+        progress.step(t.elapsed(), v.state, v.step);
+        if v.state.is_settled() {
             progress.finish();
             eprintln!(
-                "{} {state} in {:.1}s",
-                s(&v["name"]),
+                "{} {} in {:.1}s",
+                v.name,
+                v.state,
                 t.elapsed().as_secs_f64()
             );
             return Ok(v);
@@ -574,12 +585,88 @@ async fn wait_ready(c: &Conn, env: &Value, timeout: &str) -> Result<Value, Fail>
         if t.elapsed() > limit {
             progress.finish();
             return Err(Fail::EnvFailed(format!(
-                "{} not ready within {timeout} (state {state}, step {})",
-                s(&v["name"]),
-                s(&v["step"])
+                "{} not ready within {timeout} (state {}, step {})",
+                v.name, v.state, v.step
             )));
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        events.next_change(limit.saturating_sub(t.elapsed())).await;
+    }
+}
+
+/// The env's events as they are recorded: pushed over the events stream (Server-Sent
+/// Events), or, where that cannot be had, fetched every 200 ms.
+struct Events {
+    stream: Option<futures_util::stream::BoxStream<'static, reqwest::Result<axum::body::Bytes>>>,
+    buf: String,
+    pending: Vec<Event>,
+    seen: i64,
+}
+
+impl Events {
+    async fn open(c: &Conn, id: &str) -> Events {
+        use futures_util::StreamExt;
+        let url = format!("{}/v1/envs/{id}/events", c.server.trim_end_matches('/'));
+        let resp = reqwest::Client::new()
+            .get(&url)
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .send()
+            .await;
+        let stream = match resp {
+            Ok(r) if r.status().is_success() => Some(r.bytes_stream().boxed()),
+            _ => None,
+        };
+        Events {
+            stream,
+            buf: String::new(),
+            pending: vec![],
+            seen: 0,
+        }
+    }
+
+    /// Events not shown yet.
+    async fn fetch(&mut self, c: &Conn, id: &str) -> Result<Vec<Event>, Fail> {
+        if self.stream.is_none() {
+            let (_, v) = call(
+                reqwest::Method::GET,
+                c,
+                &format!("/v1/envs/{id}/events"),
+                None,
+            )
+            .await?;
+            self.pending = typed(v)?;
+        }
+        let seen = self.seen;
+        let new: Vec<Event> = self.pending.drain(..).filter(|e| e.id > seen).collect();
+        if let Some(last) = new.last() {
+            self.seen = last.id;
+        }
+        Ok(new)
+    }
+
+    /// Returns once something was recorded (or after a while: the caller looks anyway).
+    async fn next_change(&mut self, within: Duration) {
+        use futures_util::StreamExt;
+        let Some(stream) = &mut self.stream else {
+            tokio::time::sleep(Duration::from_millis(200).min(within)).await;
+            return;
+        };
+        let wait = within.min(Duration::from_secs(5));
+        match tokio::time::timeout(wait, stream.next()).await {
+            Ok(Some(Ok(chunk))) => {
+                self.buf.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = self.buf.find("\n\n") {
+                    let block: String = self.buf.drain(..end + 2).collect();
+                    let data = block.lines().find_map(|l| l.strip_prefix("data:"));
+                    if let Some(e) = data.and_then(|d| serde_json::from_str::<Event>(d.trim()).ok())
+                    {
+                        self.pending.push(e);
+                    }
+                }
+            }
+            // The stream ended (the env is final) or broke: look by asking from now on.
+            Ok(None) | Ok(Some(Err(_))) => self.stream = None,
+            Err(_) => {}
+        }
     }
 }
 
@@ -590,7 +677,7 @@ struct Progress {
     multi: Option<indicatif::MultiProgress>,
     env_bar: Option<indicatif::ProgressBar>,
     pods: std::collections::BTreeMap<String, indicatif::ProgressBar>,
-    last_step: String,
+    last_step: Option<Step>,
 }
 
 impl Progress {
@@ -606,50 +693,49 @@ impl Progress {
             multi,
             env_bar,
             pods: Default::default(),
-            last_step: String::new(),
+            last_step: None,
         }
     }
 
-    fn step(&mut self, at: Duration, state: &str, step: &str) {
-        if step == self.last_step {
+    fn step(&mut self, at: Duration, state: State, step: Step) {
+        if Some(step) == self.last_step {
             return;
         }
-        self.last_step = step.to_string();
+        self.last_step = Some(step);
         match &self.env_bar {
             Some(b) => b.set_message(format!("{} {state}: {step}", self.name)),
             None => eprintln!("{:>6.1}s {} {state}: {step}", at.as_secs_f64(), self.name),
         }
     }
 
-    fn event(&mut self, at: Duration, e: &Value) {
-        let step = s(&e["step"]);
-        let Some((what, pod)) = step.split_once(':') else {
+    fn event(&mut self, at: Duration, e: &Event) {
+        let Some(pod) = &e.pod else {
             return;
         };
-        let took = e["duration_ms"]
-            .as_f64()
-            .map(|ms| format!(" in {:.2}s", ms / 1000.0))
+        let took = e
+            .duration_ms
+            .map(|ms| format!(" in {:.2}s", ms as f64 / 1000.0))
             .unwrap_or_default();
-        let line = match what {
-            "started" => "started, waiting until it answers".to_string(),
-            "ready" => format!("ready ({}{took})", s(&e["message"])),
+        let (line, position) = match e.kind {
+            EventKind::Started => ("started, waiting until it answers".to_string(), 1),
+            EventKind::Ready => (format!("ready ({}{took})", e.message), 2),
             _ => return,
         };
         let Some(multi) = &self.multi else {
             eprintln!("{:>6.1}s   pod {pod}: {line}", at.as_secs_f64());
             return;
         };
-        let bar = self.pods.entry(pod.to_string()).or_insert_with(|| {
+        let bar = self.pods.entry(pod.clone()).or_insert_with(|| {
             let b = multi.add(indicatif::ProgressBar::new(2));
             if let Ok(style) =
                 indicatif::ProgressStyle::with_template("  {prefix:<12} [{bar:10}] {msg}")
             {
                 b.set_style(style.progress_chars("=> "));
             }
-            b.set_prefix(pod.to_string());
+            b.set_prefix(pod.clone());
             b
         });
-        bar.set_position(if what == "ready" { 2 } else { 1 });
+        bar.set_position(position);
         bar.set_message(line);
     }
 

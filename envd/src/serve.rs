@@ -73,6 +73,10 @@ pub struct ServeArgs {
     /// Memory of a container whose template sets no `memory`, e.g. 512m.
     #[arg(long, env = "ENVD_DEFAULT_MEMORY")]
     default_memory: Option<String>,
+    /// How long this instance's claim on an env outlives it (e.g. 10s): when several
+    /// envd share one database, how soon another takes over the envs of a dead one.
+    #[arg(long, env = "ENVD_CLAIM_TTL")]
+    claim_ttl: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -98,6 +102,7 @@ struct FileConfig {
     compose_images: Option<std::collections::BTreeMap<String, String>>,
     default_cpus: Option<f64>,
     default_memory: Option<String>,
+    claim_ttl: Option<String>,
 }
 
 pub struct Config {
@@ -152,6 +157,15 @@ fn resolve(a: ServeArgs) -> anyhow::Result<Config> {
             None => Ok(d),
         }
     };
+    engine.claim_ttl = dur(
+        "claim_ttl",
+        a.claim_ttl.or(file.claim_ttl),
+        engine.claim_ttl,
+    )?;
+    anyhow::ensure!(
+        engine.claim_ttl >= Duration::from_secs(1),
+        "claim_ttl: at least 1s (it is renewed at a third of itself)"
+    );
     let defaults = Limits::default();
     let limits = Limits {
         default_ttl: dur(

@@ -189,7 +189,7 @@ pub fn answers_error(e: Error) -> Error {
 /// Pushes the expiry to now + ttl, within the maximum lifetime from creation.
 pub async fn extend(store: &Store, limits: &Limits, id: &str, ttl: &str) -> Result<Env> {
     let env = store.get(id).await?;
-    if env.state.is_final() || env.desired == "gone" {
+    if env.state.is_final() || env.desired == crate::lifecycle::Desired::Gone {
         return Err(Error::Conflict(format!(
             "environment `{}` is {}; only a live env can be extended",
             env.name,
@@ -211,12 +211,17 @@ pub async fn extend(store: &Store, limits: &Limits, id: &str, ttl: &str) -> Resu
     }
     store.set_expires_at(&env.id, want).await?;
     store
-        .event(&env.id, "extend", &format!("expires in {ttl}"), None)
+        .event(
+            &env.id,
+            crate::lifecycle::EventKind::Extend,
+            &format!("expires in {ttl}"),
+            None,
+        )
         .await?;
     store.get(&env.id).await
 }
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Endpoint {
     pub host: String,
     pub port: u16,

@@ -3,69 +3,15 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
-use std::str::FromStr;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
 use crate::error::{Error, Result};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    Requested,
-    Creating,
-    Ready,
-    Collecting,
-    Freeing,
-    Gone,
-    Failed,
-}
-
-impl State {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Requested => "requested",
-            State::Creating => "creating",
-            State::Ready => "ready",
-            State::Collecting => "collecting",
-            State::Freeing => "freeing",
-            State::Gone => "gone",
-            State::Failed => "failed",
-        }
-    }
-
-    /// Gone and failed envs hold nothing on the host (unless kept on failure).
-    pub fn is_final(self) -> bool {
-        matches!(self, State::Gone | State::Failed)
-    }
-}
-
-impl FromStr for State {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        Ok(match s {
-            "requested" => State::Requested,
-            "creating" => State::Creating,
-            "ready" => State::Ready,
-            "collecting" => State::Collecting,
-            "freeing" => State::Freeing,
-            "gone" => State::Gone,
-            "failed" => State::Failed,
-            other => {
-                return Err(Error::invalid(
-                    "query",
-                    "state",
-                    format!(
-                        "`{other}` is not a state; use requested, creating, ready, collecting, freeing, gone or failed"
-                    ),
-                ));
-            }
-        })
-    }
-}
+pub use crate::lifecycle::{Desired, EventKind, EventStep, State, Step};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Env {
@@ -80,9 +26,8 @@ pub struct Env {
     pub answers: BTreeMap<String, String>,
     pub labels: BTreeMap<String, String>,
     pub state: State,
-    /// `ready` while wanted, `gone` once a teardown was asked for.
-    pub desired: String,
-    pub step: String,
+    pub desired: Desired,
+    pub step: Step,
     pub error: Option<String>,
     pub node_ip: Option<String>,
     pub keep_on_failure: bool,
@@ -111,12 +56,16 @@ pub fn short_id(id: &str) -> &str {
     &hex[hex.len().saturating_sub(8)..]
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Event {
     pub id: i64,
     pub env_id: String,
     pub at: i64,
+    /// `kind`, or `kind:pod` for a pod's event (e.g. `ready:mysql`).
     pub step: String,
+    pub kind: EventKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
     pub message: String,
     pub duration_ms: Option<i64>,
 }
@@ -155,6 +104,9 @@ pub struct EnvFilter {
 pub struct Store {
     pool: AnyPool,
     postgres: bool,
+    /// The id of every env whose state or events were just recorded by this process:
+    /// waiters wake on it instead of polling.
+    changed: tokio::sync::broadcast::Sender<String>,
 }
 
 pub fn now_ms() -> i64 {
@@ -205,7 +157,36 @@ impl Store {
         } else {
             sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         }
-        Ok(Store { pool, postgres })
+        let (changed, _) = tokio::sync::broadcast::channel(1024);
+        Ok(Store {
+            pool,
+            postgres,
+            changed,
+        })
+    }
+
+    /// Env ids as their state or events are recorded (by this process; a waiter also
+    /// looks again now and then for what other instances record).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.changed.subscribe()
+    }
+
+    /// Waits for the next record of env `id` (or a lag: then the caller looks anyway).
+    pub async fn next_change(rx: &mut tokio::sync::broadcast::Receiver<String>, id: &str) {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match rx.recv().await {
+                Ok(changed) if changed == id => return,
+                Ok(_) => {}
+                Err(RecvError::Lagged(_)) => return,
+                Err(RecvError::Closed) => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    fn changed(&self, id: &str) {
+        // No receiver is fine: nobody waits.
+        let _ = self.changed.send(id.to_string());
     }
 
     pub fn is_postgres(&self) -> bool {
@@ -255,7 +236,7 @@ impl Store {
         }
         self.event(
             &new.id,
-            "requested",
+            EventKind::Requested,
             &format!("template {}", new.template),
             None,
         )
@@ -323,25 +304,26 @@ impl Store {
         &self,
         id: &str,
         state: State,
-        step: &str,
+        step: Step,
         error: Option<&str>,
     ) -> Result<()> {
         let now = now_ms();
         sqlx::query("UPDATE envs SET state = $2, step = $3, error = COALESCE($4, error), updated_at = $5, ready_at = CASE WHEN $2 = 'ready' THEN COALESCE(ready_at, $5) ELSE ready_at END WHERE id = $1")
             .bind(id)
             .bind(state.as_str())
-            .bind(step)
+            .bind(step.shown().as_str())
             .bind(error)
             .bind(now)
             .execute(&self.pool)
             .await?;
+        self.changed(id);
         Ok(())
     }
 
-    pub async fn set_step(&self, id: &str, step: &str) -> Result<()> {
+    pub async fn set_step(&self, id: &str, step: Step) -> Result<()> {
         sqlx::query("UPDATE envs SET step = $2, updated_at = $3 WHERE id = $1")
             .bind(id)
-            .bind(step)
+            .bind(step.shown().as_str())
             .bind(now_ms())
             .execute(&self.pool)
             .await?;
@@ -356,6 +338,7 @@ impl Store {
             .bind(now_ms())
             .execute(&self.pool)
             .await?;
+        self.changed(id);
         Ok(())
     }
 
@@ -415,7 +398,10 @@ impl Store {
     ) -> Result<IpAddr> {
         for attempt in 0..50u32 {
             match self.try_lease(id, pool).await {
-                Ok(Some(ip)) => return Ok(ip),
+                Ok(Some(ip)) => {
+                    self.changed(id);
+                    return Ok(ip);
+                }
                 Ok(None) => return Err(Error::PoolExhausted(pool_name.to_string())),
                 Err(Error::Store(e)) if is_unique_violation(&e) || is_busy(&e) => {
                     tokio::time::sleep(Duration::from_millis(5 + u64::from(attempt) * 7)).await;
@@ -469,12 +455,12 @@ impl Store {
 
     /// Counts for `/metrics`: envs by state, leases, and the sum/count of the durations
     /// recorded for `step` events (e.g. `ready`, `freeing`).
-    pub async fn state_counts(&self) -> Result<Vec<(String, i64)>> {
+    pub async fn state_counts(&self) -> Result<Vec<(State, i64)>> {
         let rows = sqlx::query("SELECT state, COUNT(*) FROM envs GROUP BY state")
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .map(|r| Ok((r.try_get::<String, _>(0)?.parse()?, r.try_get(1)?)))
             .collect()
     }
 
@@ -505,9 +491,9 @@ impl Store {
         Ok(row.try_get(0)?)
     }
 
-    pub async fn step_durations(&self, step: &str) -> Result<(f64, i64)> {
+    pub async fn step_durations(&self, kind: EventKind) -> Result<(f64, i64)> {
         let row = sqlx::query("SELECT CAST(COALESCE(SUM(duration_ms), 0) AS BIGINT), COUNT(duration_ms) FROM events WHERE step = $1")
-            .bind(step)
+            .bind(kind.as_str())
             .fetch_one(&self.pool)
             .await?;
         Ok((row.try_get::<i64, _>(0)? as f64 / 1000.0, row.try_get(1)?))
@@ -532,18 +518,19 @@ impl Store {
     pub async fn event(
         &self,
         id: &str,
-        step: &str,
+        step: impl Into<EventStep>,
         message: &str,
         duration: Option<Duration>,
     ) -> Result<()> {
         sqlx::query("INSERT INTO events (env_id, at, step, message, duration_ms) VALUES ($1, $2, $3, $4, $5)")
             .bind(id)
             .bind(now_ms())
-            .bind(step)
+            .bind(step.into().to_string())
             .bind(message)
             .bind(duration.map(|d| d.as_millis() as i64))
             .execute(&self.pool)
             .await?;
+        self.changed(id);
         Ok(())
     }
 
@@ -555,11 +542,15 @@ impl Store {
             .await?;
         rows.iter()
             .map(|r| {
+                let step: String = r.try_get(3)?;
+                let EventStep { kind, pod } = step.parse()?;
                 Ok(Event {
                     id: r.try_get(0)?,
                     env_id: r.try_get(1)?,
                     at: r.try_get(2)?,
-                    step: r.try_get(3)?,
+                    step,
+                    kind,
+                    pod,
                     message: r.try_get(4)?,
                     duration_ms: r.try_get(5)?,
                 })
@@ -589,8 +580,8 @@ fn env_from_row(r: &AnyRow) -> Result<Env> {
         answers: map(r.try_get("answers")?),
         labels: map(r.try_get("labels")?),
         state: r.try_get::<String, _>("state")?.parse()?,
-        desired: r.try_get("desired")?,
-        step: r.try_get("step")?,
+        desired: r.try_get::<String, _>("desired")?.parse()?,
+        step: r.try_get::<String, _>("step")?.parse()?,
         error: r.try_get("error")?,
         node_ip: r.try_get("node_ip")?,
         keep_on_failure: r.try_get::<i64, _>("keep_on_failure")? != 0,
@@ -612,6 +603,9 @@ fn is_busy(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.message().contains("locked") || d.message().contains("busy"))
 }
 
+mod claims;
+mod config;
+pub use config::{ConfigChange, NewChange};
 mod jobs;
 pub use jobs::JobRun;
 

@@ -111,7 +111,16 @@ async fn killed_before_and_after_every_step_still_ends_ready_then_gone_with_no_l
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let guard = common::Guard::default();
-    let (create_points, teardown_points) = envd::faults::ABORT_POINTS.split_at(8);
+    use envd::faults::{Phase, abort_points, phase_of};
+    let points = abort_points();
+    let of = |phase: Phase| -> Vec<&str> {
+        points
+            .iter()
+            .map(String::as_str)
+            .filter(|p| phase_of(p) == phase)
+            .collect()
+    };
+    let (create_points, teardown_points) = (of(Phase::Create), of(Phase::Teardown));
 
     // Create: each restart resumes the env and dies at the next point.
     let mut serve = start(dir.path(), port, Some(create_points[0]));
@@ -132,6 +141,49 @@ async fn killed_before_and_after_every_step_still_ends_ready_then_gone_with_no_l
     let mut c = client.get_multiplexed_async_connection().await.unwrap();
     let pong: String = redis::cmd("PING").query_async(&mut c).await.unwrap();
     assert_eq!(pong, "PONG");
+    drop(serve);
+
+    // Config set, killed before it acts and after it acted but before it was recorded:
+    // the restarted envd applies the recorded generation, so Redis ends on the new one.
+    let config_points: Vec<&str> = points
+        .iter()
+        .map(String::as_str)
+        .filter(|p| phase_of(p) == Phase::Config)
+        .collect();
+    let mut serve = start(dir.path(), port, Some(config_points[0]));
+    until_up(&base).await;
+    let patched = reqwest::Client::new()
+        .patch(format!("{base}/v1/envs/{id}/pods/redis"))
+        .json(&serde_json::json!({"answers": {"redis_password": "pw-after-crash"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 202);
+    serve.wait_abort();
+    drop(serve);
+    for point in &config_points[1..] {
+        let mut serve = start(dir.path(), port, Some(point));
+        serve.wait_abort();
+    }
+    let serve = start(dir.path(), port, None);
+    until_up(&base).await;
+    let t = Instant::now();
+    let url = format!("redis://:pw-after-crash@{ip}:6379/");
+    loop {
+        let pong = async {
+            let client = redis::Client::open(url.as_str()).ok()?;
+            let mut c = client.get_multiplexed_async_connection().await.ok()?;
+            redis::cmd("PING").query_async::<String>(&mut c).await.ok()
+        };
+        if pong.await.as_deref() == Some("PONG") {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "redis not on the recorded answers"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     drop(serve);
 
     // Teardown, killed before and after collecting logs and freeing.
@@ -175,6 +227,7 @@ async fn killed_before_and_after_every_step_still_ends_ready_then_gone_with_no_l
         "network",
         "pods",
         "ready",
+        "config:redis",
         "collecting",
         "freeing",
     ] {
@@ -200,11 +253,16 @@ async fn chaos() {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let guard = common::Guard::default();
-    let points = envd::faults::ABORT_POINTS;
+    use envd::faults::{Phase, phase_of};
+    // Config points need a config change: the crash test covers them.
+    let points: Vec<String> = envd::faults::abort_points()
+        .into_iter()
+        .filter(|p| phase_of(p) != Phase::Config)
+        .collect();
     let mut rows = vec![];
     for run in 1..=runs {
-        let point = points[fastrand::usize(..points.len())];
-        let teardown = points.iter().position(|p| *p == point).unwrap() >= 8;
+        let point = points[fastrand::usize(..points.len())].as_str();
+        let teardown = phase_of(point) == Phase::Teardown;
         let mut serve = start(dir.path(), port, (!teardown).then_some(point));
         until_up(&base).await;
         let id = create(&base).await;

@@ -453,3 +453,24 @@ async fn an_exhausted_pool_fails_the_env_clearly_and_takes_nothing() {
     );
     h.assert_nothing_left(&env).await;
 }
+
+/// `rm` 1 s into a `full` create: the create stops at its next action (a delete rings the
+/// env's loop and drops the wait in flight), not at its deadline; nothing is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_delete_one_second_into_a_full_create_ends_it_at_once() {
+    let Some(h) = harness(209, None).await else {
+        return;
+    };
+    let env = h.create("full", &[]).await;
+    let guard = Guard::default();
+    guard.watch(&env.id);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let t = Instant::now();
+    let gone = h.teardown(&env.id).await;
+    let took = t.elapsed();
+    println!("rm 1 s into a full create: {} in {took:.2?}", gone.state);
+    assert_eq!(gone.state, State::Gone, "{:?}", gone.error);
+    h.assert_nothing_left(&gone).await;
+    // The goal is 3 s; the bound leaves room for a loaded machine.
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+}

@@ -317,3 +317,150 @@ async fn sweep_removes_inner_containers_that_are_not_in_the_plan() {
     let gone = h.teardown(&env.id).await;
     h.assert_nothing_left(&gone).await;
 }
+
+/// Two envd on one PostgreSQL, ten creates sent to them in turn: one instance acts on
+/// each env at a time (a claim in the store), so each env's node container is created
+/// exactly once (counted from the host engine's `create` events), and all get ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_envd_on_one_postgres_create_each_node_once() {
+    use futures_util::StreamExt;
+    if !common::engine_available().await {
+        return;
+    }
+    let Ok(pg) = std::env::var("ENVD_TEST_POSTGRES_URL") else {
+        assert!(
+            !common::in_ci(),
+            "CI=true but ENVD_TEST_POSTGRES_URL is not set: run through scripts/test"
+        );
+        eprintln!("skipped: ENVD_TEST_POSTGRES_URL unset");
+        return;
+    };
+    let db = format!("envd_claims_{}", std::process::id());
+    let admin = sqlx::PgPool::connect(&pg).await.unwrap();
+    let sql = |q: String| sqlx::query(sqlx::AssertSqlSafe(q));
+    sql(format!("DROP DATABASE IF EXISTS {db}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    sql(format!("CREATE DATABASE {db}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let url = format!("{}/{db}", pg.rsplit_once('/').unwrap().0);
+
+    // Every node container created from now on, by env.
+    let host = envd::engine::host_docker().await.unwrap();
+    let creates: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
+    let watcher = {
+        let creates = creates.clone();
+        let filters = std::collections::HashMap::from([
+            ("type", vec!["container"]),
+            ("event", vec!["create"]),
+            ("label", vec!["envd.role=node"]),
+        ]);
+        let opts = bollard::query_parameters::EventsOptionsBuilder::new()
+            .filters(&filters)
+            .build();
+        let mut events = host.events(Some(opts));
+        tokio::spawn(async move {
+            while let Some(Ok(ev)) = events.next().await {
+                let env = ev
+                    .actor
+                    .and_then(|a| a.attributes)
+                    .and_then(|mut a| a.remove("envd.env"));
+                if let Some(env) = env {
+                    *creates.lock().unwrap().entry(env).or_default() += 1;
+                }
+            }
+        })
+    };
+
+    let args = [
+        "--bridge",
+        "envdt2",
+        "--pool-cidr",
+        "10.217.1.0/24",
+        "--database-url",
+        &url,
+        "--claim-ttl",
+        "3s",
+    ];
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a_port, b_port) = (free_port(), free_port());
+    let a = Serve::start(a_dir.path(), a_port, &args, None);
+    let b = Serve::start(b_dir.path(), b_port, &args, None);
+    let bases = [
+        format!("http://127.0.0.1:{a_port}"),
+        format!("http://127.0.0.1:{b_port}"),
+    ];
+    for base in &bases {
+        until_up(base).await;
+    }
+    let guard = common::Guard::default();
+    let client = reqwest::Client::new();
+    let mut ids = vec![];
+    for i in 0..10 {
+        let v: Value = client
+            .post(format!("{}/v1/envs", bases[i % 2]))
+            .json(&serde_json::json!({"template": "minimal"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = v["id"].as_str().expect("created").to_string();
+        guard.watch(&id);
+        ids.push(id);
+    }
+    let t = Instant::now();
+    for (i, id) in ids.iter().enumerate() {
+        // Asked of the other instance than the one that took the create.
+        let v: Value = client
+            .post(format!("{}/v1/envs/{id}/extend", bases[(i + 1) % 2]))
+            .json(&serde_json::json!({"ttl": "1h"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["id"], id.as_str(), "{v}");
+        loop {
+            let v: Value = reqwest::get(format!("{}/v1/envs/{id}", bases[(i + 1) % 2]))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if v["state"] == "ready" {
+                break;
+            }
+            assert_ne!(v["state"], "failed", "{v}");
+            assert!(t.elapsed() < Duration::from_secs(400), "not ready: {v}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    eprintln!("10 envs ready on two instances in {:?}", t.elapsed());
+    for id in &ids {
+        let r = client
+            .delete(format!("{}/v1/envs/{id}?wait=true", bases[0]))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+    let seen = creates.lock().unwrap().clone();
+    watcher.abort();
+    drop((a, b));
+    sql(format!("DROP DATABASE {db} WITH (FORCE)"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let _ = std::process::Command::new("ip")
+        .args(["link", "del", "envdt2"])
+        .status();
+    for id in &ids {
+        assert_eq!(seen.get(id), Some(&1), "node creates per env: {seen:?}");
+    }
+}

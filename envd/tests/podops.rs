@@ -72,6 +72,19 @@ async fn maxmemory(ip: &str) -> String {
     v[1].clone()
 }
 
+/// `maxmemory`, or None while Redis restarts.
+async fn try_maxmemory(ip: &str) -> Option<String> {
+    let client = redis::Client::open(format!("redis://{ip}:6379/")).ok()?;
+    let mut c = client.get_multiplexed_async_connection().await.ok()?;
+    let v: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory")
+        .query_async(&mut c)
+        .await
+        .ok()?;
+    v.get(1).cloned()
+}
+
 async fn inner(engine: &envd::engine::Engine, id: &str) -> Docker {
     let sock = engine.cfg.run_dir.join(id).join("docker.sock");
     Docker::connect_with_unix(&sock.to_string_lossy(), 30, bollard::API_DEFAULT_VERSION)
@@ -167,7 +180,7 @@ async fn config_set_exec_and_limits_on_a_ready_env() {
     guard.watch(&id);
     let pod_url = |pod: &str| u(&format!("/v1/envs/{id}/pods/{pod}"));
     let set = |pod: &str, answers: Value| {
-        let url = pod_url(pod);
+        let url = format!("{}?wait=true", pod_url(pod));
         async move {
             let body = json!({ "answers": answers }).to_string();
             call(Method::PATCH, &url, Some(&body)).await
@@ -352,6 +365,18 @@ async fn config_set_exec_and_limits_on_a_ready_env() {
     assert_eq!(cli.0, 0, "{cli:?}");
     assert!(cli.1.contains("restarted"), "{cli:?}");
     assert_eq!(maxmemory(&ip).await, (48u64 << 20).to_string());
+
+    // Without ?wait: 202 with the generation; the env's loop applies it.
+    let body = json!({ "answers": {"maxmemory": "40mb"} }).to_string();
+    let (s, _, v) = call(Method::PATCH, &pod_url("redis"), Some(&body)).await;
+    assert_eq!(s, 202, "{v}");
+    assert!(v["generation"].as_i64().is_some_and(|g| g > 1), "{v}");
+    assert_eq!(v["status"], "pending", "{v}");
+    let t = Instant::now();
+    while try_maxmemory(&ip).await != Some((40u64 << 20).to_string()) {
+        assert!(t.elapsed() < Duration::from_secs(60), "40mb never applied");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let (_, _, events) = call(Method::GET, &u(&format!("/v1/envs/{id}/events")), None).await;
     assert!(
         events

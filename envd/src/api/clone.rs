@@ -31,8 +31,7 @@ pub(super) async fn clone_env(
     let env = service::clone(&s.engine.store, &s.limits, &id, req).await?;
     s.engine.kick(&env.id);
     let env = if q.wait {
-        let settled = [EnvState::Ready, EnvState::Failed, EnvState::Gone];
-        wait_for(&s, &env.id, &settled, timeout).await?
+        wait_for(&s, &env.id, EnvState::is_settled, timeout).await?
     } else {
         env
     };

@@ -7,9 +7,9 @@ use axum::Router;
 use axum::extract::ws::{
     Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection,
 };
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch};
 use bollard::container::LogOutput;
 use futures_util::StreamExt;
@@ -18,8 +18,11 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
 use super::{ApiError, ApiJson, ApiResult, AppState, Json};
-use crate::engine::{ExecRequest, ExecTarget, PodChange};
+use crate::engine::{ExecRequest, ExecTarget, PodChange, field_of};
 use crate::error::Error;
+use crate::lifecycle::ChangeStatus;
+use crate::store::ConfigChange;
+use std::time::Duration;
 
 /// Output kept per stream by the one-shot exec; the WebSocket streams without limit.
 const MAX_OUTPUT: usize = 8 << 20;
@@ -40,19 +43,110 @@ pub struct ConfigRequest {
     pub answers: BTreeMap<String, String>,
 }
 
-/// `envd config set`: new answers re-rendered into the pod's files and applied as its
-/// template's `on_change` says (restart, or a signal); answers once the pod is ready again.
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct ConfigParams {
+    /// Answer once the change is applied (200) or rolled back (422), not once recorded.
+    #[serde(default)]
+    wait: bool,
+    /// How long to wait, e.g. `5m` (default 10m).
+    timeout: Option<String>,
+}
+
+/// `envd config set`: new answers recorded as the env's next config generation (202);
+/// the env's loop re-renders the pods they change, uploads their files and restarts or
+/// signals them (`on_change`), each waited ready, or puts the previous answers back.
+/// With `?wait=true`, answers once that is done: 200, or 422 naming the answer.
 #[utoipa::path(patch, path = "/v1/envs/{id}/pods/{pod}", request_body = ConfigRequest,
-    params(("id" = String, Path), ("pod" = String, Path)),
-    responses((status = 200, body = PodChange), (status = 404, body = super::Problem),
-    (status = 409, body = super::Problem, description = "the env is not ready"),
-    (status = 422, body = super::Problem, description = "an answer is invalid; `field` names it")))]
+    params(("id" = String, Path), ("pod" = String, Path), ConfigParams),
+    responses((status = 202, body = ConfigChangeView, description = "recorded; being applied"),
+    (status = 200, body = PodChange, description = "applied (with ?wait=true)"),
+    (status = 404, body = super::Problem),
+    (status = 409, body = super::Problem, description = "the env is not ready, or another change is being applied"),
+    (status = 422, body = super::Problem, description = "an answer is invalid or a pod did not take it; `field` names it")))]
 pub async fn configure(
     State(s): State<AppState>,
     Path((id, pod)): Path<(String, String)>,
+    Query(q): Query<ConfigParams>,
     ApiJson(req): ApiJson<ConfigRequest>,
-) -> ApiResult<Json<PodChange>> {
-    Ok(Json(s.engine.configure_pod(&id, &pod, &req.answers).await?))
+) -> ApiResult<Response> {
+    let timeout = super::duration_param("timeout", q.timeout.as_deref(), Duration::from_secs(600))?;
+    let change = s.engine.request_config(&id, &pod, &req.answers).await?;
+    if !q.wait {
+        let view = ConfigChangeView::from(&change);
+        return Ok((StatusCode::ACCEPTED, Json(view)).into_response());
+    }
+    let done = wait_change(&s, &change.env_id, change.generation, timeout).await?;
+    match done.status {
+        ChangeStatus::Applied => {
+            let view = PodChange {
+                pod: done.pod,
+                pods: done.pods,
+                changed: done.changed,
+                action: done.outcome.unwrap_or_default(),
+                generation: done.generation,
+            };
+            Ok((StatusCode::OK, Json(view)).into_response())
+        }
+        ChangeStatus::RolledBack => Err(Error::invalid(
+            "request",
+            field_of(&req.answers),
+            done.outcome.unwrap_or_default(),
+        )
+        .into()),
+        _ => Ok((StatusCode::ACCEPTED, Json(ConfigChangeView::from(&done))).into_response()),
+    }
+}
+
+/// A recorded config change.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ConfigChangeView {
+    pub generation: i64,
+    pub pod: String,
+    pub pods: Vec<String>,
+    pub changed: Vec<String>,
+    /// `pending`, `applied`, `rolling-back` or `rolled-back`.
+    pub status: ChangeStatus,
+    pub outcome: Option<String>,
+}
+
+impl From<&ConfigChange> for ConfigChangeView {
+    fn from(c: &ConfigChange) -> Self {
+        ConfigChangeView {
+            generation: c.generation,
+            pod: c.pod.clone(),
+            pods: c.pods.clone(),
+            changed: c.changed.clone(),
+            status: c.status,
+            outcome: c.outcome.clone(),
+        }
+    }
+}
+
+/// Waits until the change is closed, the env goes away, or the timeout passes.
+async fn wait_change(
+    s: &AppState,
+    env_id: &str,
+    generation: i64,
+    timeout: Duration,
+) -> ApiResult<ConfigChange> {
+    let t = std::time::Instant::now();
+    let mut changes = s.engine.store.subscribe();
+    loop {
+        let change = s.engine.store.change(env_id, generation).await?;
+        if !change.status.is_open() || t.elapsed() > timeout {
+            return Ok(change);
+        }
+        let env = s.engine.store.get(env_id).await?;
+        if env.state.is_final() || env.desired == crate::lifecycle::Desired::Gone {
+            return Err(Error::Conflict(format!(
+                "environment `{}` is being removed; its config change {generation} was not applied",
+                env.name
+            ))
+            .into());
+        }
+        let next = crate::store::Store::next_change(&mut changes, env_id);
+        let _ = tokio::time::timeout(Duration::from_secs(1), next).await;
+    }
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

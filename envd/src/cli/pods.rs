@@ -21,6 +21,9 @@ pub enum ConfigCmd {
         /// Answers to change.
         #[arg(value_name = "KEY=VALUE", required = true)]
         answers: Vec<String>,
+        /// Return once the change is recorded (its generation), not once it is applied.
+        #[arg(long)]
+        no_wait: bool,
     },
 }
 
@@ -50,15 +53,26 @@ pub async fn config(cmd: ConfigCmd) -> Result<(), Fail> {
         env,
         pod,
         answers,
+        no_wait,
     } = cmd;
     let body = json!({ "answers": pairs("config set ENV POD", &answers)? });
     let path = format!(
-        "/v1/envs/{}/pods/{}",
+        "/v1/envs/{}/pods/{}?wait={}",
         envd::urlencode(&env),
-        envd::urlencode(&pod)
+        envd::urlencode(&pod),
+        !no_wait
     );
     let (_, v) = call(reqwest::Method::PATCH, &c, &path, Some(body)).await?;
-    println!("{env} {}: {}", s(&v["pod"]), s(&v["action"]));
+    if no_wait {
+        println!(
+            "{env} {}: generation {} {}",
+            s(&v["pod"]),
+            s(&v["generation"]),
+            s(&v["status"])
+        );
+    } else {
+        println!("{env} {}: {}", s(&v["pod"]), s(&v["action"]));
+    }
     Ok(())
 }
 

@@ -21,10 +21,11 @@ use futures_util::{StreamExt, TryStreamExt};
 use super::Engine;
 use super::ready::exec_with_env;
 use crate::error::{DockerContext, Error, Result};
+use crate::lifecycle::{Desired, EventKind, EventStep};
 use crate::spec::{CheckKind, Plan, Pod, Ready};
 use crate::store::{Env, State};
 
-const STEP: &str = "copy-data";
+const STEP: &str = crate::lifecycle::Step::CopyData.as_str();
 const DUMP: &str = "/tmp/envd-copy.sql";
 
 /// One side of a copy: an env's node IP, its inner engine and the pod.
@@ -52,7 +53,7 @@ pub(super) async fn copy_data(
     plan: &Plan,
 ) -> Result<()> {
     let source = engine.store.get(source_id).await?;
-    if source.state != State::Ready || source.desired == "gone" {
+    if source.state != State::Ready || source.desired == Desired::Gone {
         return Err(Error::step(
             STEP,
             format!(
@@ -112,7 +113,7 @@ pub(super) async fn copy_data(
             .store
             .event(
                 &env.id,
-                &format!("{STEP}:{}", pod.name),
+                EventStep::pod(EventKind::CopyData, &pod.name),
                 &format!("copied from {}: {what}", source.name),
                 Some(t.elapsed()),
             )

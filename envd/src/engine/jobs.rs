@@ -15,6 +15,7 @@ use serde::Serialize;
 use super::Engine;
 use super::sweep::Found;
 use crate::error::{Error, IoContext, Result};
+use crate::lifecycle::EventKind;
 use crate::store::{Env, JobRun, now_ms};
 
 pub const JOBS: [&str; 3] = ["reap", "sweep", "retain-logs"];
@@ -201,7 +202,7 @@ impl Engine {
             env.name
         );
         self.store
-            .event(&env.id, "expiring", &msg, None)
+            .event(&env.id, EventKind::Expiring, &msg, None)
             .await
             .map_err(|e| e.to_string())?;
         let Some(url) = &self.cfg.jobs.webhook_url else {
@@ -227,7 +228,10 @@ impl Engine {
         if let Err(e) = sent {
             let why = format!("expiry webhook {url} failed: {e}");
             tracing::warn!(env = %env.id, "{why}");
-            let _ = self.store.event(&env.id, "expiring", &why, None).await;
+            let _ = self
+                .store
+                .event(&env.id, EventKind::Expiring, &why, None)
+                .await;
             return Err(why);
         }
         Ok(())

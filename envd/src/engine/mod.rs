@@ -1,41 +1,48 @@
-//! The engine: the only part of envd that acts on Docker and netlink. `reconcile(env)`
-//! drives one env from its recorded state towards its desired one; every step is
-//! idempotent and recorded, so a restarted envd picks up where it stopped.
+//! The engine: the only part of envd that acts on Docker and netlink. One loop per env
+//! (`reconcile.rs`) observes it through the [`NodeDriver`], decides the next action
+//! (`decide.rs`, pure), performs it and records it, until the env is where it is wanted;
+//! every action is idempotent and keyed by the env id, so a restarted envd picks up where
+//! it stopped. See docs/architecture.md.
 
 mod archive;
 mod clone;
+pub mod decide;
+pub mod driver;
 mod events;
 mod exec;
 mod jobs;
 mod node;
-mod order;
 mod podops;
 mod pods;
 mod ready;
+mod reconcile;
 mod sweep;
 mod sweep_inner;
 mod upload;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bollard::Docker;
 use ipnetwork::IpNetwork;
 use tokio::sync::Mutex as AsyncMutex;
 
-use crate::error::{DockerContext, Error, Result};
+use crate::error::{Error, Result};
+use crate::lifecycle::EventKind;
 use crate::spec::{Facts, Plan};
-use crate::store::{Env, State, Store};
+use crate::store::{Env, Store};
 
+pub use driver::{FakeDriver, LocalDind, NodeDriver};
 pub use events::watch_host_events;
 pub use exec::{Exec, ExecHandle, ExecOutput, ExecRequest, ExecTarget};
 pub use jobs::{JOBS, JobReport, JobView, JobsConfig, parse_schedule, spawn_scheduler};
 pub use node::{NodeMode, host_docker, host_docker_at};
-pub use podops::PodChange;
+pub use podops::{PodChange, field_of};
 pub use ready::check;
+pub use reconcile::error_policy;
 pub use sweep::Found;
 
 /// Objects younger than this are never swept: their env may be being created.
@@ -67,6 +74,10 @@ pub struct EngineConfig {
     /// Limits of a container whose template gives none (cores; bytes).
     pub default_cpus: Option<f64>,
     pub default_memory: Option<i64>,
+    /// How long an instance's claim on an env lasts unless renewed (it is renewed at a
+    /// third of this while the instance works): how soon another instance takes over the
+    /// envs of one that died.
+    pub claim_ttl: Duration,
 }
 
 impl EngineConfig {
@@ -90,6 +101,7 @@ impl EngineConfig {
             docker_host: None,
             default_cpus: None,
             default_memory: None,
+            claim_ttl: Duration::from_secs(10),
         }
     }
 
@@ -128,37 +140,68 @@ pub struct Engine {
     pub store: Store,
     pub cfg: EngineConfig,
     host: Docker,
+    driver: Arc<dyn NodeDriver>,
     pool: netcfg::IpPool,
-    /// One lock per env: never two reconciles of one env at once.
+    /// One act lock per env: never two actions on one env at once (a loop's, a config
+    /// change's). Held while acting, never while waiting.
     locks: Mutex<HashMap<String, Arc<AsyncMutex<()>>>>,
-    /// Envs with a reconcile queued behind the running one: more kicks add nothing.
-    queued: Mutex<HashSet<String>>,
+    /// The running loop of each env; a kick rings it instead of starting another.
+    loops: Mutex<HashMap<String, Arc<reconcile::LoopHandle>>>,
     /// Names this process in job runs (`host:pid`).
     runner: String,
-}
-
-/// What reconcile wants next.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Action {
-    Done,
-    Requeue(Duration),
+    /// Names this instance in env claims: unique even when a pid is reused.
+    instance: String,
 }
 
 impl Engine {
+    /// The engine on this host's Docker Engine, with local dind nodes.
     pub async fn new(store: Store, cfg: EngineConfig) -> Result<Arc<Engine>> {
         let host = host_docker_at(cfg.docker_host.as_deref()).await?;
+        Self::build(store, cfg, host, |weak| Arc::new(LocalDind::new(weak)))
+    }
+
+    /// The engine acting through `driver` (e.g. [`FakeDriver`] in tests without Docker).
+    /// The host engine's client is made but never dialled unless a sweep or exec asks.
+    pub fn with_driver(
+        store: Store,
+        cfg: EngineConfig,
+        driver: Arc<dyn NodeDriver>,
+    ) -> Result<Arc<Engine>> {
+        let sock = cfg
+            .docker_host
+            .as_deref()
+            .unwrap_or("/var/run/docker.sock")
+            .trim_start_matches("unix://")
+            .to_string();
+        let host = Docker::connect_with_unix(&sock, 120, bollard::API_DEFAULT_VERSION).map_err(
+            |source| Error::Docker {
+                context: format!("a client for {sock}"),
+                source,
+            },
+        )?;
+        Self::build(store, cfg, host, |_| driver)
+    }
+
+    fn build(
+        store: Store,
+        cfg: EngineConfig,
+        host: Docker,
+        driver: impl FnOnce(std::sync::Weak<Engine>) -> Arc<dyn NodeDriver>,
+    ) -> Result<Arc<Engine>> {
         let pool = cfg.pool()?;
         std::fs::create_dir_all(cfg.data_dir.join("logs")).map_err(|source| Error::Io {
             context: format!("creating {}", cfg.data_dir.join("logs").display()),
             source,
         })?;
-        Ok(Arc::new(Engine {
+        Ok(Arc::new_cyclic(|weak| Engine {
             store,
             cfg,
             host,
+            driver: driver(weak.clone()),
             pool,
             locks: Mutex::new(HashMap::new()),
-            queued: Mutex::new(HashSet::new()),
+            loops: Mutex::new(HashMap::new()),
+            instance: format!("{}:{}", runner_name(), uuid::Uuid::now_v7()),
             runner: runner_name(),
         }))
     }
@@ -167,52 +210,32 @@ impl Engine {
         &self.host
     }
 
-    /// Whether the host engine answers now; the API refuses new work (503) when not.
-    pub async fn ping(&self) -> Result<()> {
-        let ping = tokio::time::timeout(Duration::from_secs(5), self.host.ping())
-            .await
-            .unwrap_or(Err(bollard::errors::Error::RequestTimeoutError));
-        ping.map(|_| ()).ctx(|| {
-            "the host Docker Engine does not answer; start it (systemctl start docker) or check --docker-host".into()
-        })
+    pub fn driver(&self) -> &Arc<dyn NodeDriver> {
+        &self.driver
     }
 
-    /// Starts (or joins) the reconcile of one env in the background.
+    /// Whether the host engine answers now; the API refuses new work (503) when not.
+    pub async fn ping(&self) -> Result<()> {
+        self.driver.ping().await
+    }
+
+    /// Starts the env's loop in the background, or rings the running one (it looks again
+    /// at once, and a delete stops a create's current action).
     pub fn kick(self: &Arc<Self>, env_id: &str) {
-        let id = env_id.to_string();
-        if !self
-            .queued
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.clone())
-        {
+        let mut loops = self.loops.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = loops.get(env_id) {
+            h.ring();
             return;
         }
-        let this = Arc::clone(self);
-        tokio::spawn(async move {
-            let lock = this.lock_for(&id);
-            let held = lock.lock().await;
-            this.queued
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&id);
-            loop {
-                match this.reconcile_locked(&id).await {
-                    Ok(Action::Done) => break,
-                    Ok(Action::Requeue(d)) => tokio::time::sleep(d).await,
-                    Err(e) => {
-                        // An error may quote a rendered password; the log must not.
-                        let error = match this.store.get(&id).await {
-                            Ok(env) => hide(&env, &e.to_string()),
-                            Err(_) => e.to_string(),
-                        };
-                        tracing::warn!(env = %id, %error, "reconcile failed; retrying");
-                        tokio::time::sleep(error_policy(&e)).await;
-                    }
-                }
-            }
-            drop(held);
-        });
+        let handle = Arc::new(reconcile::LoopHandle::default());
+        loops.insert(env_id.to_string(), Arc::clone(&handle));
+        drop(loops);
+        tokio::spawn(Arc::clone(self).run_loop(env_id.to_string(), handle));
+    }
+
+    /// How many env loops run now (each ends, and is forgotten, once its env settles).
+    pub fn running_loops(&self) -> usize {
+        self.loops.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// Reconciles every env that is not finished: at start-up and periodically.
@@ -230,7 +253,9 @@ impl Engine {
         for id in &ids {
             tracing::info!(env = %id, "TTL expired: tearing down");
             self.store.request_teardown(id).await?;
-            self.store.event(id, "expired", "TTL expired", None).await?;
+            self.store
+                .event(id, EventKind::Expired, "TTL expired", None)
+                .await?;
             self.kick(id);
         }
         Ok(ids)
@@ -250,106 +275,21 @@ impl Engine {
         Arc::clone(locks.entry(id.to_string()).or_default())
     }
 
-    /// One pass for one env; idempotent and safe to cancel at any `.await`.
-    pub async fn reconcile(&self, id: &str) -> Result<Action> {
-        let lock = self.lock_for(id);
-        let _held = lock.lock().await;
-        self.reconcile_locked(id).await
-    }
-
-    async fn reconcile_locked(&self, id: &str) -> Result<Action> {
-        let env = self.store.get(id).await?;
-        match env.state {
-            State::Gone | State::Failed => Ok(Action::Done),
-            State::Collecting | State::Freeing => {
-                self.teardown(&env).await?;
-                Ok(Action::Done)
-            }
-            // A failure recorded before a crash: finish what `fail` started.
-            _ if env.error.is_some() && env.keep_on_failure => {
-                self.store
-                    .set_state(id, State::Failed, &env.step, None)
-                    .await?;
-                Ok(Action::Done)
-            }
-            _ if env.desired == "gone" || env.error.is_some() => {
-                self.teardown(&env).await?;
-                Ok(Action::Done)
-            }
-            State::Requested => {
-                let leased = self
-                    .store
-                    .lease_and_create(id, &self.pool, &self.cfg.cidr.to_string())
-                    .await;
-                match leased {
-                    Ok(_) => Ok(Action::Requeue(Duration::ZERO)),
-                    // Nothing was taken yet: the env fails at once with the reason.
-                    Err(e @ Error::PoolExhausted(_)) => {
-                        let cause = format!("lease failed: {e}");
-                        self.store.event(id, "failed", &cause, None).await?;
-                        self.store
-                            .set_state(id, State::Failed, "lease", Some(&cause))
-                            .await?;
-                        Ok(Action::Done)
-                    }
-                    Err(e) => Err(e),
-                }
-            }
-            State::Creating => {
-                let plan_deadline = self.plan(&env)?.deadline();
-                match tokio::time::timeout(plan_deadline, self.create(&env)).await {
-                    Ok(Ok(())) => {
-                        self.store
-                            .set_state(id, State::Ready, "ready", None)
-                            .await?;
-                        self.store
-                            .event(
-                                id,
-                                "ready",
-                                "environment ready",
-                                Some(since_ms(env.created_at)),
-                            )
-                            .await?;
-                        Ok(Action::Done)
-                    }
-                    Ok(Err(e)) => self.fail(&env, e).await,
-                    Err(_) => {
-                        let e = Error::step(
-                            "deadline",
-                            format!(
-                                "not ready within {}",
-                                humantime::format_duration(plan_deadline)
-                            ),
-                        );
-                        self.fail(&env, e).await
-                    }
-                }
-            }
-            State::Ready => {
-                self.ensure_running(&env).await?;
-                Ok(Action::Done)
-            }
+    /// Forgets the env's act lock unless someone holds or awaits it.
+    fn prune_lock(&self, id: &str) {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        if locks.get(id).is_some_and(|l| Arc::strong_count(l) == 1) {
+            locks.remove(id);
         }
     }
 
-    async fn fail(&self, env: &Env, e: Error) -> Result<Action> {
-        let current = self.store.get(&env.id).await?;
-        // A failed check or command may quote a rendered password; it is logged and shown.
-        let cause = hide(env, &format!("{} failed: {e}", current.step));
-        tracing::warn!(env = %env.id, "{cause}");
-        self.store.event(&env.id, "failed", &cause, None).await?;
-        self.store
-            .set_state(&env.id, State::Creating, &current.step, Some(&cause))
-            .await?;
-        if env.keep_on_failure {
-            self.store
-                .set_state(&env.id, State::Failed, &current.step, None)
-                .await?;
-            return Ok(Action::Done);
-        }
-        let env = self.store.get(&env.id).await?;
-        self.teardown(&env).await?;
-        Ok(Action::Done)
+    /// Drives one env in this task until it settles (what a background loop does);
+    /// idempotent and safe to cancel at any `.await`.
+    pub async fn reconcile(&self, id: &str) -> Result<()> {
+        let handle = reconcile::LoopHandle::default();
+        self.drive(id, &handle).await;
+        self.prune_lock(id);
+        self.store.get(id).await.map(|_| ())
     }
 
     pub fn plan(&self, env: &Env) -> Result<Plan> {
@@ -362,95 +302,11 @@ impl Engine {
         crate::spec::init::apply(&mut plan, &env.init);
         Ok(plan)
     }
-
-    /// Runs `f` as the recorded step `step`: recorded before it acts and after it completes.
-    async fn step<T, F: Future<Output = Result<T>>>(
-        &self,
-        env: &Env,
-        step: &str,
-        f: F,
-    ) -> Result<T> {
-        self.store.set_step(&env.id, step).await?;
-        crate::faults::maybe_abort(step);
-        let t = Instant::now();
-        let out = f.await?;
-        crate::faults::maybe_abort_after(step);
-        self.store
-            .event(&env.id, step, "done", Some(t.elapsed()))
-            .await?;
-        Ok(out)
-    }
-
-    async fn create(&self, env: &Env) -> Result<()> {
-        let plan = self.plan(env)?;
-        let node = self.step(env, "node", self.ensure_node(env)).await?;
-        let inner = self
-            .step(env, "inner-engine", node::wait_inner(&node))
-            .await?;
-        self.step(env, "network", self.ensure_ip(env, &node))
-            .await?;
-        let pods = pods::ensure_pods(self, env, &node, &inner, &plan, true);
-        self.step(env, "pods", pods).await?;
-        if env.with_data
-            && let Some(source) = &env.clone_of
-        {
-            let copy = clone::copy_data(self, env, source, &inner, &plan);
-            self.step(env, "copy-data", copy).await?;
-        }
-        Ok(())
-    }
-
-    /// A ready env whose node restarted gets its IP and pods back.
-    async fn ensure_running(&self, env: &Env) -> Result<()> {
-        let node = self.ensure_node(env).await?;
-        let inner = node::wait_inner(&node).await?;
-        self.ensure_ip(env, &node).await?;
-        let plan = self.plan(env)?;
-        pods::ensure_pods(self, env, &node, &inner, &plan, false).await
-    }
-
-    async fn teardown(&self, env: &Env) -> Result<()> {
-        if !matches!(env.state, State::Freeing) {
-            self.store
-                .set_state(&env.id, State::Collecting, "collecting", None)
-                .await?;
-            crate::faults::maybe_abort("collecting");
-            let t = Instant::now();
-            let summary = archive::collect(self, env).await;
-            crate::faults::maybe_abort_after("collecting");
-            self.store
-                .event(&env.id, "collecting", &summary, Some(t.elapsed()))
-                .await?;
-        }
-        self.store
-            .set_state(&env.id, State::Freeing, "freeing", None)
-            .await?;
-        crate::faults::maybe_abort("freeing");
-        let t = Instant::now();
-        node::free(self, env).await?;
-        crate::faults::maybe_abort_after("freeing");
-        self.store.release_lease(&env.id).await?;
-        let failed = self.store.get(&env.id).await?.error.is_some();
-        let end = if failed { State::Failed } else { State::Gone };
-        self.store
-            .event(&env.id, "freeing", "everything freed", Some(t.elapsed()))
-            .await?;
-        self.store
-            .set_state(&env.id, end, end.as_str(), None)
-            .await?;
-        Ok(())
-    }
 }
 
 fn since_ms(created_at: i64) -> Duration {
     Duration::from_millis((crate::store::now_ms() - created_at).max(0) as u64)
 }
 
-/// Backoff after a failed reconcile pass: quick for passing trouble, slower for the engine.
-pub fn error_policy(e: &Error) -> Duration {
-    match e {
-        Error::Docker { .. } | Error::Net(_) => Duration::from_secs(5),
-        Error::Store(_) => Duration::from_secs(1),
-        _ => Duration::from_secs(10),
-    }
-}
+#[cfg(test)]
+pub(crate) mod tests;

@@ -12,11 +12,12 @@ use bollard::query_parameters::{
 use futures_util::future::try_join_all;
 use serde::Serialize;
 
-use super::{Engine, archive, pods, ready};
+use super::{Engine, pods};
 use crate::error::{DockerContext, Error, Result};
+use crate::lifecycle::{ChangeStatus, Desired, EventKind, EventStep, Step};
 use crate::spec::order::{Condition, awaited};
 use crate::spec::{Container, Facts, OnChange, Plan, Pod};
-use crate::store::{Env, State};
+use crate::store::{ConfigChange, Env, NewChange, State};
 
 /// What a config change did to the pod.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -29,28 +30,21 @@ pub struct PodChange {
     pub changed: Vec<String>,
     /// `unchanged`, `restarted`, `signalled HUP`, and/or `recreated <container>`.
     pub action: String,
+    /// The env's config generation this change made.
+    pub generation: i64,
 }
 
 impl Engine {
-    /// Validates `answers` against the env's template like a create, records them, then
-    /// applies the re-rendered pod: its files uploaded, then restarted or signalled;
-    /// containers whose env, command, image or limits changed are recreated. Waits for the
-    /// pod's readiness check before answering; a pod that does not get ready with the new
-    /// answers gets the previous ones back, and the request fails naming the answer.
-    pub async fn configure_pod(
-        &self,
+    /// Validates `answers` against the env's template like a create, then records them
+    /// as the env's next config generation; the env's loop applies it (see
+    /// [`Engine::apply_change`]). Returns the change as recorded (`pending`).
+    pub async fn request_config(
+        self: &std::sync::Arc<Self>,
         id: &str,
         pod_name: &str,
         answers: &BTreeMap<String, String>,
-    ) -> Result<PodChange> {
-        // Checked before the lock too: a creating env's reconcile holds it for minutes.
+    ) -> Result<ConfigChange> {
         let env = self.store.get(id).await?;
-        require_ready(&env, "config set")?;
-        // One change or reconcile of an env at a time: a second change merges onto the
-        // first one's answers, and a teardown waits for the pod to be settled.
-        let lock = self.lock_for(&env.id);
-        let _held = lock.lock().await;
-        let env = self.store.get(&env.id).await?;
         require_ready(&env, "config set")?;
         let old_plan = self.plan(&env)?;
         let old_pods = pods::all_pods(self, &old_plan)?;
@@ -71,15 +65,8 @@ impl Engine {
             .filter(|(k, v)| env.answers.get(*k) != Some(*v))
             .map(|(k, _)| k.clone())
             .collect();
-        let field = format!("answers.{}", answers.keys().next().map_or("", |k| k));
-        // Every pod the answers change, the named one first; a change that does not touch
-        // the named pod is refused (the user meant another pod).
-        let mut affected: Vec<(&Pod, &Pod)> = old_pods
-            .iter()
-            .zip(&new_pods)
-            .filter(|(o, n)| o != n)
-            .collect();
-        affected.sort_by_key(|(o, _)| o.name != pod_name);
+        let field = field_of(answers);
+        let affected = affected(&old_pods, &new_pods, pod_name);
         if !affected.is_empty() && affected[0].0.name != pod_name {
             let names: Vec<&str> = affected.iter().map(|(o, _)| o.name.as_str()).collect();
             return Err(Error::invalid(
@@ -101,82 +88,140 @@ impl Engine {
                 ),
             ));
         }
-        self.store.update_answers(&env.id, &merged).await?;
-        let pods: Vec<String> = affected.iter().map(|(o, _)| o.name.clone()).collect();
-        if affected.is_empty() {
-            return Ok(PodChange {
+        let generation = self
+            .store
+            .record_change(NewChange {
+                env_id: env.id.clone(),
                 pod: pod_name.into(),
-                pods,
+                before: env.answers.clone(),
+                after: merged,
                 changed,
-                action: "unchanged".into(),
-            });
-        }
-
-        let t = Instant::now();
-        let inner = archive::inner_docker(self, &env).await.ok_or_else(|| {
-            Error::Conflict(format!(
-                "environment `{}` has no running node; its reconcile will bring it back",
-                env.name
-            ))
-        })?;
-        let step = format!("config:{pod_name}");
-        let record = |note: String| {
-            let (store, id, step) = (&self.store, &env.id, &step);
-            async move { store.event(id, step, &note, Some(t.elapsed())).await }
-        };
-        let mut actions = vec![];
-        for (i, (old, new)) in affected.iter().enumerate() {
-            let applied = async {
-                let action = self.apply(&env, &inner, old, new).await?;
-                ready::wait_recorded(self, &env, &inner, new).await?;
-                Ok::<String, Error>(action)
-            };
-            match applied.await {
-                Ok(action) if affected.len() == 1 => actions.push(action),
-                Ok(action) => actions.push(format!("{}: {action}", new.name)),
-                Err(e) => {
-                    let back = self.roll_back(&env, &inner, &affected[..=i]).await;
-                    let note = format!("answers {} not taken: {e}; {back}", changed.join(", "));
-                    record(note).await?;
-                    return Err(Error::invalid(
-                        "request",
-                        field,
-                        format!(
-                            "pod `{}` did not get ready with these answers: {e}; {back}",
-                            new.name
-                        ),
-                    ));
-                }
-            }
-        }
-        let action = actions.join("; ");
-        record(format!("answers {} changed: {action}", changed.join(", "))).await?;
-        Ok(PodChange {
-            pod: pod_name.into(),
-            pods,
-            changed,
-            action,
-        })
+                pods: affected.iter().map(|(o, _)| o.name.clone()).collect(),
+            })
+            .await?;
+        self.kick(&env.id);
+        self.store.change(&env.id, generation).await
     }
 
-    /// The env's recorded answers and the pods' previous config, back (last changed
-    /// first); says how that went.
-    async fn roll_back(&self, env: &Env, inner: &Docker, changed: &[(&Pod, &Pod)]) -> String {
+    /// Applies an open change to the env's pods (files uploaded, restarted or signalled,
+    /// each waited ready), or, when a pod does not take it, the answers before; records
+    /// how it went. Run by the env's loop; a crash anywhere in it is resumed from the
+    /// recorded status, so the pods end on one generation or the other, never a mix.
+    pub(super) async fn apply_change(&self, env: &Env, change: &ConfigChange) -> Result<()> {
+        let t = Instant::now();
+        let step = EventStep::pod(EventKind::Config, &change.pod);
+        let old_pods = pods::all_pods(self, &self.plan_with(env, &change.before)?)?;
+        let new_pods = pods::all_pods(self, &self.plan_with(env, &change.after)?)?;
+        let affected = affected(&old_pods, &new_pods, &change.pod);
+        let changed = change.changed.join(", ");
+        if affected.is_empty() {
+            let note = "unchanged".to_string();
+            self.store
+                .finish_change(&env.id, change.generation, ChangeStatus::Applied, &note)
+                .await?;
+            let msg = format!("answers {changed} changed: {note}");
+            return self
+                .store
+                .event(&env.id, step, &msg, Some(t.elapsed()))
+                .await;
+        }
+        let mut why = change.outcome.clone().unwrap_or_default();
+        if change.status == ChangeStatus::Pending {
+            crate::faults::maybe_abort(Step::Config);
+            let mut actions = vec![];
+            let mut failed = None;
+            for (old, new) in &affected {
+                let applied = async {
+                    let action = self.driver.change_pod(env, old, new).await?;
+                    self.wait_ready_recorded(env, new).await?;
+                    Ok::<String, Error>(action)
+                };
+                match applied.await {
+                    Ok(action) if affected.len() == 1 => actions.push(action),
+                    Ok(action) => actions.push(format!("{}: {action}", new.name)),
+                    Err(e) => {
+                        failed = Some(format!(
+                            "pod `{}` did not get ready with these answers: {e}",
+                            new.name
+                        ));
+                        break;
+                    }
+                }
+            }
+            crate::faults::maybe_abort_after(Step::Config);
+            let Some(reason) = failed else {
+                let action = actions.join("; ");
+                self.store
+                    .finish_change(&env.id, change.generation, ChangeStatus::Applied, &action)
+                    .await?;
+                let msg = format!("answers {changed} changed: {action}");
+                return self
+                    .store
+                    .event(&env.id, step, &msg, Some(t.elapsed()))
+                    .await;
+            };
+            self.store.begin_rollback(change, &reason).await?;
+            why = reason;
+        }
+        // Rolling back: every changed pod back on the answers before, last changed first.
         let undone = async {
-            self.store.update_answers(&env.id, &env.answers).await?;
-            for (old, new) in changed.iter().rev() {
-                self.apply(env, inner, new, old).await?;
-                ready::wait_recorded(self, env, inner, old).await?;
+            for (old, new) in affected.iter().rev() {
+                self.driver.change_pod(env, new, old).await?;
+                self.wait_ready_recorded(env, old).await?;
             }
             Ok::<(), Error>(())
         };
-        match undone.await {
-            Ok(()) => "the previous answers are back and the pods are ready".into(),
+        let back = match undone.await {
+            Ok(()) => "the previous answers are back and the pods are ready".to_string(),
             Err(e) => format!("going back to the previous answers failed too: {e}"),
-        }
+        };
+        let outcome = format!("{why}; {back}");
+        self.store
+            .finish_change(
+                &env.id,
+                change.generation,
+                ChangeStatus::RolledBack,
+                &outcome,
+            )
+            .await?;
+        let msg = format!("answers {changed} not taken: {outcome}");
+        self.store
+            .event(&env.id, step, &msg, Some(t.elapsed()))
+            .await
     }
 
-    async fn apply(&self, env: &Env, inner: &Docker, old: &Pod, new: &Pod) -> Result<String> {
+    /// Waits until the pod answers its check; records it (`ready:<pod>`) with the time.
+    async fn wait_ready_recorded(&self, env: &Env, pod: &Pod) -> Result<()> {
+        let t = Instant::now();
+        self.driver.wait_ready(env, pod).await?;
+        if let Some(r) = &pod.ready {
+            let what = format!("{:?} check passed", r.kind).to_lowercase();
+            let step = EventStep::pod(EventKind::Ready, &pod.name);
+            self.store
+                .event(&env.id, step, &what, Some(t.elapsed()))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The env's plan with other answers.
+    fn plan_with(&self, env: &Env, answers: &BTreeMap<String, String>) -> Result<Plan> {
+        let env = Env {
+            answers: answers.clone(),
+            ..env.clone()
+        };
+        self.plan(&env)
+    }
+
+    /// One pod from its old config to its new one, on the local node's engine: files
+    /// uploaded, containers whose spec changed recreated, then restarted or signalled.
+    pub(super) async fn apply(
+        &self,
+        env: &Env,
+        inner: &Docker,
+        old: &Pod,
+        new: &Pod,
+    ) -> Result<String> {
         let mut actions = vec![];
         let mut recreate = vec![];
         let mut files_changed = vec![];
@@ -214,7 +259,7 @@ impl Engine {
             let all = pods::all_pods(self, &self.plan(env)?)?;
             let once = awaited(&all, Condition::Completed).contains_key(new.name.as_str());
             let node = self.ensure_node(env).await?;
-            pods::ensure_pod(self, env, &node, inner, new, once).await?;
+            pods::ensure_pod(self, env, &node, inner, new, once, true).await?;
         }
         let rest: Vec<String> = new
             .containers
@@ -254,14 +299,26 @@ impl Engine {
     }
 }
 
+/// Every pod the answers change (old, new), the named one first.
+fn affected<'a>(old: &'a [Pod], new: &'a [Pod], named: &str) -> Vec<(&'a Pod, &'a Pod)> {
+    let mut affected: Vec<(&Pod, &Pod)> = old.iter().zip(new).filter(|(o, n)| o != n).collect();
+    affected.sort_by_key(|(o, _)| o.name != named);
+    affected
+}
+
+/// The request field a change's error names: its first answer.
+pub fn field_of(answers: &BTreeMap<String, String>) -> String {
+    format!("answers.{}", answers.keys().next().map_or("", |k| k))
+}
+
 /// Pod operations need a ready env: one being created or torn down has no stable pods.
 pub(super) fn require_ready(env: &Env, what: &str) -> Result<()> {
-    if env.state != State::Ready || env.desired == "gone" {
+    if env.state != State::Ready || env.desired == Desired::Gone {
         return Err(Error::Conflict(format!(
             "environment `{}` is {}{}; {what} needs a ready env",
             env.name,
             env.state.as_str(),
-            if env.desired == "gone" {
+            if env.desired == Desired::Gone {
                 " and being removed"
             } else {
                 ""

@@ -13,13 +13,10 @@ use bollard::models::{
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, InspectContainerOptions, UploadToContainerOptionsBuilder,
 };
-use futures_util::future::try_join_all;
 
 use super::node::{LABEL_ENV, LABEL_ROLE, LOG_DIR, Node};
-use super::order::{Gates, Stage};
 use super::{Engine, STUBS_PORT};
 use crate::error::{DockerContext, Error, IoContext, Result};
-use crate::spec::order::Condition;
 use crate::spec::{CheckKind, Container, Dir, File, Plan, Pod, Ready, STUBS_POD};
 use crate::store::Env;
 
@@ -69,57 +66,7 @@ pub fn all_pods(engine: &Engine, plan: &Plan) -> Result<Vec<Pod>> {
     Ok(pods)
 }
 
-/// Starts every pod that is not running and, with `probe`, waits for each to answer; a pod
-/// is probed as soon as it started, not after the slowest pod started. A pod with
-/// `depends_on` starts once what it waits for is there; the others start at once.
-pub(super) async fn ensure_pods(
-    engine: &Engine,
-    env: &Env,
-    node: &Node,
-    inner: &Docker,
-    plan: &Plan,
-    probe: bool,
-) -> Result<()> {
-    ensure_network(inner, env).await?;
-    let pods = all_pods(engine, plan)?;
-    let gates = Gates::new(&pods);
-    let wanted_ready = crate::spec::order::awaited(&pods, Condition::Ready);
-    let jobs = crate::spec::order::awaited(&pods, Condition::Completed);
-    let (pods, gates, wanted_ready, jobs) = (&pods, &gates, &wanted_ready, &jobs);
-    try_join_all(pods.iter().map(|pod| async move {
-        // A resync leaves running pods alone: no need to wait for what they wait for.
-        if probe || !super::order::running(inner, pod).await {
-            gates.wait_for_deps(inner, pods, pod).await?;
-        }
-        let once = jobs.contains_key(pod.name.as_str());
-        let started = ensure_pod(engine, env, node, inner, pod, once).await?;
-        gates.set(&pod.name, Stage::Started);
-        if probe {
-            let step = format!("started:{}", pod.name);
-            engine
-                .store
-                .event(&env.id, &step, "containers started", None)
-                .await?;
-            super::ready::wait_recorded(engine, env, inner, pod).await?;
-        } else if started
-            && wanted_ready.contains_key(pod.name.as_str())
-            && let Some(r) = &pod.ready
-        {
-            let ip = env
-                .node_ip
-                .as_deref()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| Error::step("readiness", "the env has no node IP"))?;
-            super::ready::wait_pod(ip, inner, pod, r).await?;
-        }
-        gates.set(&pod.name, Stage::Ready);
-        Ok::<(), crate::error::Error>(())
-    }))
-    .await?;
-    Ok(())
-}
-
-async fn ensure_network(inner: &Docker, env: &Env) -> Result<()> {
+pub(super) async fn ensure_network(inner: &Docker, env: &Env) -> Result<()> {
     if inner.inspect_network(NETWORK, None).await.is_ok() {
         return Ok(());
     }
@@ -150,6 +97,9 @@ fn labels(env: &Env, pod: &str, container: &str, role: &str) -> HashMap<String, 
     ])
 }
 
+/// Creates what is missing of the pod and starts its pause; with `start`, also uploads
+/// the files of containers it creates and starts every container (else they are left
+/// created, for the engine's loop to upload and start one action at a time).
 pub(super) async fn ensure_pod(
     engine: &Engine,
     env: &Env,
@@ -157,6 +107,7 @@ pub(super) async fn ensure_pod(
     inner: &Docker,
     pod: &Pod,
     once: bool,
+    start: bool,
 ) -> Result<bool> {
     // The pod's log dir, made from the host side of the node's data root: writable by the
     // unprivileged users database images run as.
@@ -210,7 +161,7 @@ pub(super) async fn ensure_pod(
         }),
         ..Default::default()
     };
-    let restarted_pause = ensure_container(inner, &pod.name, pause, &[], &[], false).await?;
+    let restarted_pause = ensure_container(inner, &pod.name, pause, &[], &[], false, true).await?;
     let mut started = restarted_pause;
 
     let log_bind = if pod.name == STUBS_POD {
@@ -251,14 +202,14 @@ pub(super) async fn ensure_pod(
         if restarted_pause {
             let _ = inner.stop_container(&name, None).await;
         }
-        started |= ensure_container(inner, &name, body, &c.files, &c.dirs, once).await?;
+        started |= ensure_container(inner, &name, body, &c.files, &c.dirs, once, start).await?;
     }
     Ok(started)
 }
 
 /// Creates (pushing its files between create and start) and starts a container; starts it
 /// again if it exists but is stopped, unless it is a `once` job that exited 0. Returns
-/// whether it had to be (re)started.
+/// whether it had to be (re)started. Without `start`, only creates what is missing.
 async fn ensure_container(
     inner: &Docker,
     name: &str,
@@ -266,6 +217,7 @@ async fn ensure_container(
     files: &[File],
     dirs: &[Dir],
     once: bool,
+    start: bool,
 ) -> Result<bool> {
     let image = body.image.clone().unwrap_or_default();
     let state = inner
@@ -273,6 +225,9 @@ async fn ensure_container(
         .await
         .ok()
         .and_then(|i| i.state);
+    if !start && state.is_some() {
+        return Ok(false);
+    }
     if let Some(s) = state {
         let exited_ok =
             s.status == Some(ContainerStateStatusEnum::EXITED) && s.exit_code == Some(0);
@@ -302,6 +257,9 @@ async fn ensure_container(
                     source: e,
                 });
             }
+        }
+        if !start {
+            return Ok(false);
         }
         upload_files(inner, name, files, dirs).await?;
     }

@@ -9,39 +9,8 @@ use bollard::exec::StartExecResults;
 use bollard::models::ExecConfig;
 use futures_util::StreamExt;
 
-use super::Engine;
 use crate::error::{Error, Result};
 use crate::spec::{CheckKind, DEFAULT_READY_DEADLINE, Pod, Ready};
-use crate::store::Env;
-
-/// Waits until one pod answers its check, and records how long that took.
-pub(super) async fn wait_recorded(
-    engine: &Engine,
-    env: &Env,
-    inner: &Docker,
-    pod: &Pod,
-) -> Result<()> {
-    let Some(ready) = &pod.ready else {
-        return Ok(());
-    };
-    let ip: IpAddr = env
-        .node_ip
-        .as_deref()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| Error::step("readiness", "the env has no node IP"))?;
-    let t = Instant::now();
-    wait_pod(ip, inner, pod, ready).await?;
-    let what = format!("{:?} check passed", ready.kind).to_lowercase();
-    engine
-        .store
-        .event(
-            &env.id,
-            &format!("ready:{}", pod.name),
-            &what,
-            Some(t.elapsed()),
-        )
-        .await
-}
 
 pub(super) async fn wait_pod(ip: IpAddr, inner: &Docker, pod: &Pod, ready: &Ready) -> Result<()> {
     let deadline = ready.deadline.unwrap_or(DEFAULT_READY_DEADLINE);

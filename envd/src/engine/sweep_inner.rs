@@ -25,7 +25,10 @@ impl Engine {
             })
             .await?;
         let now = chrono::Utc::now().timestamp();
-        for env in ready.iter().filter(|e| e.desired != "gone") {
+        for env in ready
+            .iter()
+            .filter(|e| e.desired != crate::lifecycle::Desired::Gone)
+        {
             let Some(inner) = super::archive::inner_docker(self, env).await else {
                 continue;
             };

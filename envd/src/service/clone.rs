@@ -28,12 +28,12 @@ pub struct CloneRequest {
 /// Records the clone as `requested`; the source must be ready (its data is read later).
 pub async fn clone(store: &Store, limits: &Limits, source: &str, req: CloneRequest) -> Result<Env> {
     let src = store.get(source).await?;
-    if src.state != State::Ready || src.desired == "gone" {
+    if src.state != State::Ready || src.desired == crate::lifecycle::Desired::Gone {
         return Err(Error::Conflict(format!(
             "environment `{}` is {}{}; only a ready env can be cloned",
             src.name,
             src.state.as_str(),
-            if src.desired == "gone" {
+            if src.desired == crate::lifecycle::Desired::Gone {
                 " and being removed"
             } else {
                 ""
@@ -86,7 +86,7 @@ pub async fn clone(store: &Store, limits: &Limits, source: &str, req: CloneReque
             store
                 .event(
                     &env.id,
-                    "clone",
+                    crate::lifecycle::EventKind::Clone,
                     &format!("clone of {} ({}) {what}", src.name, src.id),
                     None,
                 )

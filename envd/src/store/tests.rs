@@ -67,7 +67,7 @@ async fn create_get_list_and_state_changes() {
         assert_eq!(env.state, State::Requested);
         assert_eq!(env.answers["a"], "1");
         assert_eq!(s.get(&env.name).await.unwrap().id, env.id);
-        s.set_state(&env.id, State::Ready, "ready", None)
+        s.set_state(&env.id, State::Ready, crate::lifecycle::Step::Ready, None)
             .await
             .unwrap();
         let got = s.get(&env.id).await.unwrap();
@@ -94,7 +94,7 @@ async fn create_get_list_and_state_changes() {
             s.get("no-such-env").await,
             Err(Error::NotFound(_))
         ));
-        s.event(&env.id, "node", "up", Some(Duration::from_millis(12)))
+        s.event(&env.id, Step::Node, "up", Some(Duration::from_millis(12)))
             .await
             .unwrap();
         let ev = s.events(&env.id, 0).await.unwrap();
@@ -113,7 +113,9 @@ async fn a_live_key_returns_the_same_env_and_frees_after_gone() {
             panic!("existing")
         };
         assert_eq!(a.id, b.id);
-        s.set_state(&a.id, State::Gone, "gone", None).await.unwrap();
+        s.set_state(&a.id, State::Gone, crate::lifecycle::Step::Gone, None)
+            .await
+            .unwrap();
         assert!(matches!(
             s.create_env(new_env("key", Some(&key))).await.unwrap(),
             Created::New(_)
@@ -228,5 +230,26 @@ async fn answers_are_replaced_for_one_env() {
         s.update_answers(&a.id, &new).await.unwrap();
         assert_eq!(s.get(&a.id).await.unwrap().answers, new);
         assert_eq!(s.get(&b.id).await.unwrap().answers["a"], "1");
+    }
+}
+
+#[tokio::test]
+async fn one_holder_claims_an_env_until_its_claim_expires() {
+    for (s, _dir) in stores().await {
+        let id = uuid::Uuid::now_v7().to_string();
+        assert!(s.claim(&id, "a", 60_000).await.unwrap());
+        assert!(s.claim(&id, "a", 60_000).await.unwrap(), "a renews");
+        assert!(!s.claim(&id, "b", 60_000).await.unwrap(), "b waits");
+        assert_eq!(s.claim_holder(&id).await.unwrap().as_deref(), Some("a"));
+        // a's claim lapses (a died): b takes over, and a no longer holds it.
+        assert!(s.claim(&id, "a", -1).await.unwrap());
+        assert!(s.claim(&id, "b", 60_000).await.unwrap());
+        assert!(!s.claim(&id, "a", 60_000).await.unwrap());
+        // Only the holder lets go.
+        s.release_claim(&id, "a").await.unwrap();
+        assert_eq!(s.claim_holder(&id).await.unwrap().as_deref(), Some("b"));
+        s.release_claim(&id, "b").await.unwrap();
+        assert_eq!(s.claim_holder(&id).await.unwrap(), None);
+        assert!(s.claim(&id, "a", 60_000).await.unwrap());
     }
 }

@@ -1,0 +1,137 @@
+//! The API on the fake driver: `Router` + `oneshot`, no Docker, no socket.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use super::{AppState, EnvView, router};
+use crate::lifecycle::{State, Step};
+use crate::service::Limits;
+use crate::store::Event;
+
+async fn app() -> (axum::Router, crate::engine::tests::Fake) {
+    let f = crate::engine::tests::fake().await;
+    let state = AppState {
+        engine: f.engine.clone(),
+        catalog: f.catalog.clone(),
+        limits: Limits::default(),
+    };
+    (router(state), f)
+}
+
+async fn send(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value, String) {
+    let mut req = Request::builder().method(method).uri(uri);
+    let body = match body {
+        Some(b) => {
+            req = req.header("content-type", "application/json");
+            Body::from(b.to_string())
+        }
+        None => Body::empty(),
+    };
+    let resp = app.clone().oneshot(req.body(body).unwrap()).await.unwrap();
+    let status = resp.status();
+    let ctype = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let v = serde_json::from_slice(&bytes)
+        .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
+    (status, v, ctype)
+}
+
+#[tokio::test]
+async fn create_wait_get_events_delete_and_metrics() {
+    let (app, _f) = app().await;
+    let (status, v, _) = send(
+        &app,
+        "POST",
+        "/v1/envs?wait=true",
+        Some(json!({"template": "minimal"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let env: EnvView = serde_json::from_value(v).unwrap();
+    assert_eq!(env.state, State::Ready, "{:?}", env.error);
+    assert_eq!(env.step, Step::Ready);
+    assert!(env.endpoints.contains_key("redis"));
+
+    let (status, v, _) = send(&app, "GET", &format!("/v1/envs/{}", env.name), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v["state"], "ready");
+
+    let (_, v, _) = send(&app, "GET", &format!("/v1/envs/{}/events", env.id), None).await;
+    let events: Vec<Event> = serde_json::from_value(v).unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == crate::lifecycle::EventKind::Started
+                && e.pod.as_deref() == Some("redis")),
+        "{events:?}"
+    );
+
+    let (status, v, _) = send(
+        &app,
+        "DELETE",
+        &format!("/v1/envs/{}?wait=true", env.id),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["state"], "gone");
+
+    let (status, v, _) = send(&app, "GET", "/metrics", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let text = v.as_str().unwrap();
+    assert!(text.contains("envd_envs{state=\"gone\"} 1"), "{text}");
+    assert!(text.contains("envd_envs{state=\"requested\"} 0"), "{text}");
+    assert!(
+        text.contains("envd_create_duration_seconds_count 1"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_create_answers_failed_with_the_cause() {
+    let (app, f) = app().await;
+    f.driver.set_readiness(
+        "redis",
+        crate::engine::driver::fake::Readiness::Never("NOAUTH".into()),
+    );
+    let (status, v, _) = send(
+        &app,
+        "POST",
+        "/v1/envs?wait=true",
+        Some(json!({"template": "minimal"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let env: EnvView = serde_json::from_value(v).unwrap();
+    assert_eq!(env.state, State::Failed);
+    assert!(env.error.unwrap_or_default().contains("NOAUTH"));
+}
+
+#[tokio::test]
+async fn bad_input_is_a_problem_naming_the_field() {
+    let (app, _f) = app().await;
+    let (status, v, ctype) =
+        send(&app, "POST", "/v1/envs", Some(json!({"template": "nope"}))).await;
+    assert!(status.is_client_error(), "{status} {v}");
+    assert_eq!(ctype, "application/problem+json");
+    assert!(
+        v["detail"].as_str().unwrap_or("").contains("minimal"),
+        "{v}"
+    );
+    let (status, v, _) = send(&app, "GET", "/v1/envs?state=sleeping", None).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(v["field"], "state");
+}

@@ -1,0 +1,320 @@
+//! The local dind driver: nodes are containers on this host's Docker Engine, their inner
+//! engines reached over sockets in host directories, their IPs attached by netcfg, pods
+//! probed from this host. It delegates to the engine's host modules (node, pods, ready,
+//! archive, clone), which act through the engine's config and host connection.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::net::IpAddr;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::Docker;
+use bollard::models::ContainerStateStatusEnum;
+use bollard::query_parameters::{
+    DownloadFromContainerOptionsBuilder, InspectContainerOptions, UploadToContainerOptionsBuilder,
+};
+use futures_util::TryStreamExt;
+
+use super::{ContainerObs, ContainerSeen, NodeDriver, NodeObs, Observed, PAUSE, files_stamp};
+use crate::engine::node::{self, LABEL_ENV, labelled_containers, labelled_volumes};
+use crate::engine::pods::{LABEL_CONTAINER, LABEL_POD};
+use crate::engine::{Engine, archive, clone, pods, ready};
+use crate::error::{DockerContext, Error, Result};
+use crate::spec::{Container, File, Plan, Pod};
+use crate::store::Env;
+
+/// Where a container's files stamp lives: written after its files, so its presence says
+/// the upload completed.
+const STAMP: &str = "/.envd-files";
+
+pub struct LocalDind {
+    engine: Weak<Engine>,
+}
+
+impl LocalDind {
+    /// A driver acting through `engine` (made with `Arc::new_cyclic`, so it holds no cycle).
+    pub fn new(engine: Weak<Engine>) -> Self {
+        LocalDind { engine }
+    }
+
+    fn engine(&self) -> Result<Arc<Engine>> {
+        self.engine
+            .upgrade()
+            .ok_or_else(|| Error::Conflict("envd is shutting down".into()))
+    }
+
+    async fn inner(&self, engine: &Engine, env: &Env) -> Result<Docker> {
+        archive::inner_docker(engine, env).await.ok_or_else(|| {
+            Error::step(
+                "inner-engine",
+                format!(
+                    "the node's engine of `{}` does not answer; the loop brings it back",
+                    env.name
+                ),
+            )
+        })
+    }
+}
+
+fn node_ip(env: &Env) -> Result<IpAddr> {
+    env.node_ip
+        .as_deref()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| Error::step("readiness", "the env has no node IP"))
+}
+
+#[async_trait]
+impl NodeDriver for LocalDind {
+    async fn ping(&self) -> Result<()> {
+        let engine = self.engine()?;
+        let ping = tokio::time::timeout(Duration::from_secs(5), engine.host().ping())
+            .await
+            .unwrap_or(Err(bollard::errors::Error::RequestTimeoutError));
+        ping.map(|_| ()).ctx(|| {
+            "the host Docker Engine does not answer; start it (systemctl start docker) or check --docker-host".into()
+        })
+    }
+
+    async fn observe(&self, env: &Env, _pods: &[Pod]) -> Result<Observed> {
+        let engine = self.engine()?;
+        let name = node::node_name(env);
+        let mut seen = Observed::nothing();
+        match engine
+            .host()
+            .inspect_container(&name, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(info) => {
+                let running = info.state.and_then(|s| s.running).unwrap_or(false);
+                seen.node = if running {
+                    NodeObs::Running
+                } else {
+                    NodeObs::Stopped
+                };
+            }
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => return Ok(seen),
+            Err(e) => {
+                return Err(Error::Docker {
+                    context: format!("inspecting node {name}"),
+                    source: e,
+                });
+            }
+        }
+        if seen.node != NodeObs::Running {
+            return Ok(seen);
+        }
+        seen.ip = netcfg::list()
+            .await?
+            .iter()
+            .any(|a| a.id == env.id && a.peer_alive);
+        // The entrypoint writes `ready` once its daemon answers with the images in place.
+        if !engine.cfg.run_dir.join(&env.id).join("ready").exists() {
+            return Ok(seen);
+        }
+        let Some(inner) = archive::inner_docker(&engine, env).await else {
+            return Ok(seen);
+        };
+        seen.inner = true;
+        seen.pods = observe_pods(&inner, env).await?;
+        Ok(seen)
+    }
+
+    async fn ensure_node(&self, env: &Env) -> Result<()> {
+        self.engine()?.ensure_node(env).await.map(|_| ())
+    }
+
+    async fn wait_inner(&self, env: &Env) -> Result<()> {
+        let engine = self.engine()?;
+        let node = engine.ensure_node(env).await?;
+        node::wait_inner(&node).await.map(|_| ())
+    }
+
+    async fn attach_ip(&self, env: &Env) -> Result<()> {
+        let engine = self.engine()?;
+        let node = engine.ensure_node(env).await?;
+        engine.ensure_ip(env, &node).await
+    }
+
+    async fn create_pod(&self, env: &Env, pod: &Pod, once: bool) -> Result<()> {
+        let engine = self.engine()?;
+        let node = engine.ensure_node(env).await?;
+        let inner = self.inner(&engine, env).await?;
+        pods::ensure_network(&inner, env).await?;
+        pods::ensure_pod(&engine, env, &node, &inner, pod, once, false).await?;
+        Ok(())
+    }
+
+    async fn upload_files(&self, env: &Env, pod: &Pod, c: &Container) -> Result<()> {
+        let engine = self.engine()?;
+        let inner = self.inner(&engine, env).await?;
+        let name = format!("{}-{}", pod.name, c.name);
+        pods::upload_files(&inner, &name, &c.files, &c.dirs).await?;
+        let Some(stamp) = files_stamp(&c.files, &c.dirs) else {
+            return Ok(());
+        };
+        let tar = crate::engine::upload::container_tar(
+            &[File {
+                path: STAMP.into(),
+                content: stamp,
+                mode: 0o644,
+            }],
+            &[],
+        )?;
+        let opts = UploadToContainerOptionsBuilder::default().path("/").build();
+        inner
+            .upload_to_container(&name, Some(opts), bollard::body_full(tar.into()))
+            .await
+            .ctx(|| format!("stamping the files of {name}"))
+    }
+
+    async fn start(&self, env: &Env, pod: &Pod, container: &str) -> Result<()> {
+        let engine = self.engine()?;
+        let inner = self.inner(&engine, env).await?;
+        if container == PAUSE {
+            // Starting the pause again stops the containers that held its old namespace.
+            let node = engine.ensure_node(env).await?;
+            pods::ensure_pod(&engine, env, &node, &inner, pod, false, false).await?;
+            return Ok(());
+        }
+        let name = format!("{}-{container}", pod.name);
+        match inner.start_container(&name, None).await {
+            Ok(()) => Ok(()),
+            // Already running (started by an interrupted pass): fine.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => Err(Error::Docker {
+                context: format!("starting {name}"),
+                source: e,
+            }),
+        }
+    }
+
+    async fn change_pod(&self, env: &Env, old: &Pod, new: &Pod) -> Result<String> {
+        let engine = self.engine()?;
+        let inner = self.inner(&engine, env).await?;
+        engine.apply(env, &inner, old, new).await
+    }
+
+    async fn wait_ready(&self, env: &Env, pod: &Pod) -> Result<()> {
+        let Some(check) = &pod.ready else {
+            return Ok(());
+        };
+        let engine = self.engine()?;
+        let inner = self.inner(&engine, env).await?;
+        ready::wait_pod(node_ip(env)?, &inner, pod, check).await
+    }
+
+    async fn copy_data(&self, env: &Env, source: &Env, plan: &Plan) -> Result<()> {
+        let engine = self.engine()?;
+        let inner = self.inner(&engine, env).await?;
+        clone::copy_data(&engine, env, &source.id, &inner, plan).await
+    }
+
+    async fn collect(&self, env: &Env) -> String {
+        match self.engine() {
+            Ok(engine) => archive::collect(&engine, env).await,
+            Err(e) => format!("nothing collected: {e}"),
+        }
+    }
+
+    async fn free(&self, env: &Env) -> Result<()> {
+        let engine = self.engine()?;
+        node::free(&engine, env).await
+    }
+
+    async fn owned(&self, env: &Env) -> Result<Vec<String>> {
+        let engine = self.engine()?;
+        let label = format!("{LABEL_ENV}={}", env.id);
+        let mut out: Vec<String> = labelled_containers(engine.host(), &label)
+            .await
+            .ctx(|| "listing the env's containers".into())?
+            .iter()
+            .map(|c| format!("container {}", crate::engine::sweep::container_name(c)))
+            .collect();
+        for v in labelled_volumes(engine.host(), &label)
+            .await
+            .ctx(|| "listing the env's volumes".into())?
+        {
+            out.push(format!("volume {}", v.name));
+        }
+        for a in netcfg::list().await? {
+            if a.id == env.id {
+                out.push(format!("veth {}", a.host_ifname));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The env's containers in the node's engine, by pod and container.
+async fn observe_pods(
+    inner: &Docker,
+    env: &Env,
+) -> Result<BTreeMap<String, BTreeMap<String, ContainerSeen>>> {
+    let list = labelled_containers(inner, &format!("{LABEL_ENV}={}", env.id))
+        .await
+        .ctx(|| "listing the node's containers".into())?;
+    let mut pods: BTreeMap<String, BTreeMap<String, ContainerSeen>> = BTreeMap::new();
+    for c in list {
+        let labels = c.labels.clone().unwrap_or_default();
+        let (Some(pod), Some(container), Some(id)) = (
+            labels.get(LABEL_POD),
+            labels.get(LABEL_CONTAINER),
+            c.id.as_deref(),
+        ) else {
+            continue;
+        };
+        let seen = observe_container(inner, id).await?;
+        pods.entry(pod.clone())
+            .or_default()
+            .insert(container.clone(), seen);
+    }
+    Ok(pods)
+}
+
+async fn observe_container(inner: &Docker, id: &str) -> Result<ContainerSeen> {
+    let info = inner
+        .inspect_container(id, None::<InspectContainerOptions>)
+        .await
+        .ctx(|| format!("inspecting container {id}"))?;
+    let s = info.state.unwrap_or_default();
+    let state = match s.status {
+        Some(ContainerStateStatusEnum::RUNNING) | Some(ContainerStateStatusEnum::RESTARTING) => {
+            ContainerObs::Running
+        }
+        Some(ContainerStateStatusEnum::CREATED) => ContainerObs::Created,
+        _ => ContainerObs::Exited {
+            code: s.exit_code.unwrap_or(-1),
+        },
+    };
+    // A running container got its files before it started; only others are asked.
+    let files = if state == ContainerObs::Running {
+        None
+    } else {
+        read_stamp(inner, id).await
+    };
+    Ok(ContainerSeen { state, files })
+}
+
+/// The container's files stamp, if an upload completed.
+async fn read_stamp(inner: &Docker, id: &str) -> Option<String> {
+    let opts = DownloadFromContainerOptionsBuilder::default()
+        .path(STAMP)
+        .build();
+    let bytes: Vec<u8> = inner
+        .download_from_container(id, Some(opts))
+        .map_ok(|b| b.to_vec())
+        .try_concat()
+        .await
+        .ok()?;
+    let mut archive = tar::Archive::new(bytes.as_slice());
+    let mut entry = archive.entries().ok()?.next()?.ok()?;
+    let mut text = String::new();
+    entry.read_to_string(&mut text).ok()?;
+    Some(text)
+}

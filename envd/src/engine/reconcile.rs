@@ -1,0 +1,587 @@
+//! The loop of one env: read the recorded env, observe through the driver, decide, perform
+//! that one action (holding the env's act lock), record it, repeat. Waits (a requeue, an
+//! error's backoff) hold no lock, and a kick (a delete, a node event) cuts them short; a
+//! delete also cuts short a long action of a create (an inner engine or a readiness wait).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use tokio::sync::Notify;
+
+use super::decide::{Action, Progress, decide, launched_key};
+use super::driver::Observed;
+use super::{Engine, hide, since_ms};
+use crate::error::{Error, Result};
+use crate::lifecycle::{Desired, EventKind, EventStep, State, Step};
+use crate::spec::Pod;
+use crate::store::Env;
+
+/// A running loop's doorbell: a kick sets `dirty` and wakes it.
+#[derive(Default)]
+pub(super) struct LoopHandle {
+    wake: Notify,
+    dirty: AtomicBool,
+}
+
+impl LoopHandle {
+    pub(super) fn ring(&self) {
+        self.dirty.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+}
+
+/// What to do after one pass.
+enum Next {
+    Again,
+    Wait(Duration),
+    Done,
+}
+
+/// The memory of one loop run: what the host does not show.
+#[derive(Default)]
+struct Run {
+    progress: Progress,
+    /// When each pod was recorded started (readiness durations count from there).
+    started_at: HashMap<String, Instant>,
+    /// When this run first saw the env creating: the plan's deadline counts from there.
+    creating_since: Option<Instant>,
+    pods_since: Option<Instant>,
+}
+
+/// Backoff after a failed pass: by kind, doubling with each failure in a row, capped.
+pub fn error_policy(e: &Error, failures: u32) -> Duration {
+    let (base, cap) = match e {
+        Error::Store(_) => (Duration::from_millis(200), Duration::from_secs(10)),
+        Error::Docker { .. } | Error::Net(_) | Error::Io { .. } => {
+            (Duration::from_millis(500), Duration::from_secs(30))
+        }
+        _ => (Duration::from_secs(1), Duration::from_secs(60)),
+    };
+    let exp = failures.saturating_sub(1).min(16);
+    base.saturating_mul(1 << exp).min(cap)
+}
+
+/// Whether an error of a create's action fails the env (else the pass is retried): the
+/// store's troubles pass, the rest would only repeat.
+fn fails_create(e: &Error) -> bool {
+    !matches!(e, Error::Store(_))
+}
+
+impl Engine {
+    /// Drives the env until there is nothing left to do, then lets its loop go (and its
+    /// entries in the maps), unless it was kicked meanwhile.
+    pub(super) async fn run_loop(self: Arc<Self>, id: String, handle: Arc<LoopHandle>) {
+        loop {
+            self.drive(&id, &handle).await;
+            let mut loops = self.loops.lock().unwrap_or_else(|p| p.into_inner());
+            if handle.dirty.swap(false, Ordering::SeqCst) {
+                continue;
+            }
+            loops.remove(&id);
+            drop(loops);
+            self.prune_lock(&id);
+            return;
+        }
+    }
+
+    /// Passes until done, while this instance holds the env's claim; errors back off by
+    /// `error_policy`.
+    pub(super) async fn drive(&self, id: &str, handle: &LoopHandle) {
+        self.drive_claimed(id, handle).await;
+        if let Err(e) = self.store.release_claim(id, &self.instance).await {
+            tracing::warn!(env = %id, "releasing the claim: {e}");
+        }
+    }
+
+    async fn drive_claimed(&self, id: &str, handle: &LoopHandle) {
+        let mut run = Run::default();
+        let mut failures = 0u32;
+        let mut claimed: Option<Instant> = None;
+        loop {
+            handle.dirty.store(false, Ordering::SeqCst);
+            match self.hold_claim(id, &mut claimed).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    // Another instance acts on it: look again once its claim may be stale.
+                    if self
+                        .store
+                        .get(id)
+                        .await
+                        .map_or(true, |e| e.state.is_final())
+                    {
+                        return;
+                    }
+                    self.pause(handle, self.cfg.claim_ttl / 2).await;
+                    continue;
+                }
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(env = %id, "claiming: {e}");
+                    self.pause(handle, error_policy(&e, failures)).await;
+                    continue;
+                }
+            }
+            match self.pass(id, &mut run, handle).await {
+                Ok(Next::Again) => failures = 0,
+                Ok(Next::Wait(d)) => {
+                    failures = 0;
+                    self.pause(handle, d).await;
+                }
+                Ok(Next::Done) => return,
+                Err(Error::NotFound(_)) => return,
+                Err(e) => {
+                    failures += 1;
+                    let delay = error_policy(&e, failures);
+                    // An error may quote a rendered password; the log must not.
+                    let error = match self.store.get(id).await {
+                        Ok(env) => hide(&env, &e.to_string()),
+                        Err(_) => e.to_string(),
+                    };
+                    tracing::warn!(env = %id, %error, ?delay, "reconcile failed; retrying");
+                    // A failed pass starts over: crashed containers get started again.
+                    run = Run {
+                        creating_since: run.creating_since,
+                        ..Run::default()
+                    };
+                    self.pause(handle, delay).await;
+                }
+            }
+        }
+    }
+
+    /// Takes or renews this instance's claim on the env (renewed at a third of its TTL).
+    async fn hold_claim(&self, id: &str, claimed: &mut Option<Instant>) -> Result<bool> {
+        if claimed.is_some_and(|t| t.elapsed() < self.cfg.claim_ttl / 3) {
+            return Ok(true);
+        }
+        let ttl = self.cfg.claim_ttl.as_millis() as i64;
+        let held = self.store.claim(id, &self.instance, ttl).await?;
+        *claimed = held.then(Instant::now);
+        Ok(held)
+    }
+
+    /// Renews the claim while an action runs; resolves if it was lost (the action is then
+    /// dropped: another instance owns the env now).
+    async fn keep_claim(&self, id: &str) {
+        let ttl = self.cfg.claim_ttl;
+        loop {
+            tokio::time::sleep(ttl / 3).await;
+            match self
+                .store
+                .claim(id, &self.instance, ttl.as_millis() as i64)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(env = %id, "claim lost to another instance");
+                    return;
+                }
+                // The store may come back before the claim expires.
+                Err(e) => tracing::warn!(env = %id, "renewing the claim: {e}"),
+            }
+        }
+    }
+
+    /// Sleeps `d`, or less when kicked.
+    async fn pause(&self, handle: &LoopHandle, d: Duration) {
+        if d.is_zero() {
+            return;
+        }
+        let _ = tokio::time::timeout(d, handle.wake.notified()).await;
+    }
+
+    /// Resolves once the env is asked to go (checked at each kick).
+    async fn until_deleted(&self, id: &str, handle: &LoopHandle) {
+        loop {
+            handle.wake.notified().await;
+            // Let the pass see the kick too.
+            handle.dirty.store(true, Ordering::SeqCst);
+            if self
+                .store
+                .get(id)
+                .await
+                .is_ok_and(|e| e.desired == Desired::Gone)
+            {
+                return;
+            }
+        }
+    }
+
+    async fn pass(&self, id: &str, run: &mut Run, handle: &LoopHandle) -> Result<Next> {
+        let env = self.store.get(id).await?;
+        let live = matches!(env.state, State::Creating | State::Ready)
+            && env.desired == Desired::Running
+            && env.error.is_none();
+        let (pods, seen) = if live {
+            let pods = super::pods::all_pods(self, &self.plan(&env)?)?;
+            let seen = self.driver.observe(&env, &pods).await?;
+            (pods, seen)
+        } else {
+            (vec![], Observed::nothing())
+        };
+        let config = if live && env.state == State::Ready {
+            self.store.open_change(id).await?.map(|c| c.generation)
+        } else {
+            None
+        };
+        let mut action = decide(&env, &pods, &seen, &run.progress, config);
+        if live && env.state == State::Creating {
+            let deadline = self.plan(&env)?.deadline();
+            let since = *run.creating_since.get_or_insert_with(Instant::now);
+            if since.elapsed() > deadline {
+                action = Action::Fail {
+                    reason: format!(
+                        "{}: not ready within {}",
+                        Step::Deadline,
+                        humantime::format_duration(deadline)
+                    ),
+                };
+            }
+        }
+        tracing::debug!(env = %id, ?action, "next");
+        let lock = self.lock_for(id);
+        let _held = lock.lock().await;
+        let creating = live && env.state == State::Creating;
+        let acted = async {
+            match self.perform(&env, &pods, action, run).await {
+                Err(e) if creating && fails_create(&e) => {
+                    self.record_failure(&env, &e.to_string()).await?;
+                    Ok(Next::Again)
+                }
+                r => r,
+            }
+        };
+        tokio::select! {
+            r = acted => r,
+            // A delete stops a create (or a resync) at once, not at its deadline.
+            _ = self.until_deleted(id, handle), if live => Ok(Next::Again),
+            _ = self.keep_claim(id) => Ok(Next::Again),
+        }
+    }
+
+    async fn perform(
+        &self,
+        env: &Env,
+        pods: &[Pod],
+        action: Action,
+        run: &mut Run,
+    ) -> Result<Next> {
+        let pod = |name: &str| {
+            pods.iter()
+                .find(|p| p.name == name)
+                .ok_or_else(|| Error::step("pods", format!("no pod `{name}` in the plan")))
+        };
+        match action {
+            Action::Done => return Ok(Next::Done),
+            Action::Requeue(d) => return Ok(Next::Wait(d)),
+            Action::Lease => return self.lease(env).await,
+            Action::EnsureNode => {
+                self.act(env, Step::Node, true, self.driver.ensure_node(env))
+                    .await?
+            }
+            Action::WaitInner => {
+                self.act(env, Step::InnerEngine, true, self.driver.wait_inner(env))
+                    .await?
+            }
+            Action::AttachIp => {
+                self.act(env, Step::Network, true, self.driver.attach_ip(env))
+                    .await?
+            }
+            Action::CreatePod { pod: name } => {
+                let p = pod(&name)?;
+                let once = pods.iter().any(|o| {
+                    o.depends_on.get(&name) == Some(&crate::spec::order::Condition::Completed)
+                });
+                run.touch(&name);
+                self.act(env, Step::Pods, false, self.driver.create_pod(env, p, once))
+                    .await?;
+            }
+            Action::UploadFiles {
+                pod: name,
+                container,
+            } => {
+                let p = pod(&name)?;
+                let c = p
+                    .containers
+                    .iter()
+                    .find(|c| c.name == container)
+                    .ok_or_else(|| Error::step("pods", format!("no container `{container}`")))?;
+                run.touch(&name);
+                self.act(
+                    env,
+                    Step::Upload,
+                    false,
+                    self.driver.upload_files(env, p, c),
+                )
+                .await?;
+            }
+            Action::Start {
+                pod: name,
+                container,
+            } => {
+                let p = pod(&name)?;
+                run.touch(&name);
+                run.progress
+                    .launched
+                    .insert(launched_key(&name, &container));
+                self.act(
+                    env,
+                    Step::Start,
+                    false,
+                    self.driver.start(env, p, &container),
+                )
+                .await?;
+            }
+            Action::RecordStarted { pod: name } => {
+                run.pods_since.get_or_insert_with(Instant::now);
+                self.store
+                    .event(
+                        &env.id,
+                        EventStep::pod(EventKind::Started, &name),
+                        "containers started",
+                        None,
+                    )
+                    .await?;
+                run.started_at.insert(name.clone(), Instant::now());
+                run.progress.started.insert(name);
+            }
+            Action::AwaitReady { pods: names } => self.await_ready(env, pods, &names, run).await?,
+            Action::PodsDone => {
+                let took = run.pods_since.map(|t| t.elapsed());
+                let note = format!("{} pods running and ready", pods.len());
+                self.store.event(&env.id, Step::Pods, &note, took).await?;
+                run.progress.pods_done = true;
+            }
+            Action::CopyData => {
+                let source = match &env.clone_of {
+                    Some(s) => self.store.get(s).await?,
+                    None => return Ok(Next::Again),
+                };
+                let plan = self.plan(env)?;
+                let copy = self.driver.copy_data(env, &source, &plan);
+                self.act(env, Step::CopyData, true, copy).await?;
+                run.progress.copied = true;
+            }
+            Action::MarkReady => {
+                self.store
+                    .set_state(&env.id, State::Ready, Step::Ready, None)
+                    .await?;
+                self.store
+                    .event(
+                        &env.id,
+                        EventKind::Ready,
+                        "environment ready",
+                        Some(since_ms(env.created_at)),
+                    )
+                    .await?;
+            }
+            Action::Fail { reason } => self.record_failure(env, &reason).await?,
+            Action::KeepFailed => {
+                self.store
+                    .set_state(&env.id, State::Failed, env.step, None)
+                    .await?;
+            }
+            Action::ApplyConfig { generation } => {
+                let change = self.store.change(&env.id, generation).await?;
+                self.apply_change(env, &change).await?;
+            }
+            Action::Collect => self.collect(env).await?,
+            Action::Free => self.free(env).await?,
+        }
+        Ok(Next::Again)
+    }
+
+    /// Runs one acting step: shown as the env's step, a fault point before and after, and
+    /// (with `record`) an event with its duration.
+    async fn act<F: Future<Output = Result<()>>>(
+        &self,
+        env: &Env,
+        step: Step,
+        record: bool,
+        f: F,
+    ) -> Result<()> {
+        if env.step != step.shown() {
+            self.store.set_step(&env.id, step).await?;
+        }
+        crate::faults::maybe_abort(step);
+        let t = Instant::now();
+        f.await?;
+        crate::faults::maybe_abort_after(step);
+        if record {
+            self.store
+                .event(&env.id, step, "done", Some(t.elapsed()))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn lease(&self, env: &Env) -> Result<Next> {
+        let leased = self
+            .store
+            .lease_and_create(&env.id, &self.pool, &self.cfg.cidr.to_string())
+            .await;
+        match leased {
+            Ok(_) => Ok(Next::Again),
+            // Nothing was taken yet: the env fails at once with the reason.
+            Err(e @ Error::PoolExhausted(_)) => {
+                let cause = format!("lease failed: {e}");
+                self.store
+                    .event(&env.id, EventKind::Failed, &cause, None)
+                    .await?;
+                self.store
+                    .set_state(&env.id, State::Failed, Step::Lease, Some(&cause))
+                    .await?;
+                Ok(Next::Done)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Waits for the first of `names` to answer; records it. The others are probed again
+    /// at the next pass, each within what is left of its deadline.
+    async fn await_ready(
+        &self,
+        env: &Env,
+        pods: &[Pod],
+        names: &[String],
+        run: &mut Run,
+    ) -> Result<()> {
+        let mut waits = vec![];
+        for name in names {
+            let Some(p) = pods.iter().find(|p| &p.name == name) else {
+                continue;
+            };
+            let started = run
+                .started_at
+                .get(name)
+                .copied()
+                .unwrap_or_else(Instant::now);
+            let mut p = p.clone();
+            if let Some(r) = &mut p.ready {
+                let deadline = r.deadline.unwrap_or(crate::spec::DEFAULT_READY_DEADLINE);
+                r.deadline = Some(deadline.saturating_sub(started.elapsed()));
+            }
+            let name = name.clone();
+            waits.push(
+                async move {
+                    let r = self.driver.wait_ready(env, &p).await;
+                    (name, p.ready.map(|r| r.kind), started, r)
+                }
+                .boxed(),
+            );
+        }
+        if waits.is_empty() {
+            return Ok(());
+        }
+        let ((name, kind, started, r), _, _) = futures_util::future::select_all(waits).await;
+        r?;
+        if let Some(kind) = kind {
+            let what = format!("{kind:?} check passed").to_lowercase();
+            self.store
+                .event(
+                    &env.id,
+                    EventStep::pod(EventKind::Ready, &name),
+                    &what,
+                    Some(started.elapsed()),
+                )
+                .await?;
+        }
+        run.progress.ready.insert(name);
+        Ok(())
+    }
+
+    /// Records the create as failed; the next pass keeps the env or tears it down.
+    async fn record_failure(&self, env: &Env, reason: &str) -> Result<()> {
+        let current = self.store.get(&env.id).await?;
+        // A failed check or command may quote a rendered password; it is logged and shown.
+        let cause = hide(env, &format!("{} failed: {reason}", current.step));
+        tracing::warn!(env = %env.id, "{cause}");
+        self.store
+            .event(&env.id, EventKind::Failed, &cause, None)
+            .await?;
+        self.store
+            .set_state(&env.id, current.state, current.step, Some(&cause))
+            .await
+    }
+
+    async fn collect(&self, env: &Env) -> Result<()> {
+        self.store
+            .set_state(&env.id, State::Collecting, Step::Collecting, None)
+            .await?;
+        crate::faults::maybe_abort(Step::Collecting);
+        let t = Instant::now();
+        let summary = self.driver.collect(env).await;
+        crate::faults::maybe_abort_after(Step::Collecting);
+        self.store
+            .event(&env.id, EventKind::Collecting, &summary, Some(t.elapsed()))
+            .await?;
+        self.store
+            .set_state(&env.id, State::Freeing, Step::Freeing, None)
+            .await
+    }
+
+    async fn free(&self, env: &Env) -> Result<()> {
+        crate::faults::maybe_abort(Step::Freeing);
+        let t = Instant::now();
+        self.driver.free(env).await?;
+        crate::faults::maybe_abort_after(Step::Freeing);
+        self.store.release_lease(&env.id).await?;
+        let (end, step) = if env.error.is_some() {
+            (State::Failed, Step::Failed)
+        } else {
+            (State::Gone, Step::Gone)
+        };
+        self.store
+            .event(
+                &env.id,
+                EventKind::Freeing,
+                "everything freed",
+                Some(t.elapsed()),
+            )
+            .await?;
+        self.store.set_state(&env.id, end, step, None).await
+    }
+}
+
+impl Run {
+    /// This run acted on the pod: it is recorded and probed again.
+    fn touch(&mut self, pod: &str) {
+        self.progress.touched.insert(pod.to_string());
+        self.progress.started.remove(pod);
+        self.progress.ready.remove(pod);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{error_policy, fails_create};
+    use crate::error::Error;
+
+    #[test]
+    fn backoff_doubles_per_failure_in_a_row_up_to_its_cap() {
+        let docker = Error::Io {
+            context: "x".into(),
+            source: std::io::Error::other("x"),
+        };
+        let got: Vec<Duration> = (1..=8).map(|n| error_policy(&docker, n)).collect();
+        let ms: Vec<u128> = got.iter().map(|d| d.as_millis()).collect();
+        assert_eq!(ms, [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000]);
+        let store = Error::Store(sqlx::Error::PoolTimedOut);
+        assert_eq!(error_policy(&store, 1), Duration::from_millis(200));
+        assert_eq!(error_policy(&store, 30), Duration::from_secs(10));
+        let step = Error::step("pods", "x");
+        assert_eq!(error_policy(&step, 1), Duration::from_secs(1));
+        assert_eq!(error_policy(&step, u32::MAX), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn a_create_fails_on_what_would_only_repeat_and_retries_the_store() {
+        assert!(fails_create(&Error::step("pods", "image missing")));
+        assert!(!fails_create(&Error::Store(sqlx::Error::PoolTimedOut)));
+    }
+}
