@@ -67,7 +67,7 @@ async fn create_wait_get_events_delete_and_metrics() {
 
     let (status, v, _) = send(&app, "GET", &format!("/v1/envs/{}", env.name), None).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(v["state"], "ready");
+    assert_eq!(v["state"], State::Ready.as_str());
 
     let (_, v, _) = send(&app, "GET", &format!("/v1/envs/{}/events", env.id), None).await;
     let events: Vec<Event> = serde_json::from_value(v).unwrap();
@@ -87,7 +87,7 @@ async fn create_wait_get_events_delete_and_metrics() {
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{v}");
-    assert_eq!(v["state"], "gone");
+    assert_eq!(v["state"], State::Gone.as_str());
 
     let (status, v, _) = send(&app, "GET", "/metrics", None).await;
     assert_eq!(status, StatusCode::OK);

@@ -54,7 +54,9 @@ pub(super) async fn collect(engine: &Engine, env: &Env) -> String {
 /// The running node's engine of an env, if it answers.
 pub(super) async fn inner_docker(engine: &Engine, env: &Env) -> Option<Docker> {
     let sock = engine.cfg.run_dir.join(&env.id).join("docker.sock");
-    if !sock.exists() {
+    // No `ready` yet: the daemon is still starting and would only time out.
+    let ready = engine.cfg.run_dir.join(&env.id).join("ready");
+    if !sock.exists() || !ready.exists() {
         return None;
     }
     let d = Docker::connect_with_unix(&sock.to_string_lossy(), 30, bollard::API_DEFAULT_VERSION)

@@ -148,8 +148,8 @@ fn phases_without_a_node() {
         ("failure recorded", failed, Action::Collect),
         ("collecting", env(State::Collecting), Action::Collect),
         ("freeing", env(State::Freeing), Action::Free),
-        ("gone", env(State::Gone), Action::Done),
-        ("failed", env(State::Failed), Action::Done),
+        ("ended: gone", env(State::Gone), Action::Done),
+        ("ended: failed", env(State::Failed), Action::Done),
     ];
     for (what, e, want) in rows {
         assert_eq!(

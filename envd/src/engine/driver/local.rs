@@ -216,9 +216,24 @@ impl NodeDriver for LocalDind {
     }
 
     async fn collect(&self, env: &Env) -> String {
-        match self.engine() {
-            Ok(engine) => archive::collect(&engine, env).await,
-            Err(e) => format!("nothing collected: {e}"),
+        let engine = match self.engine() {
+            Ok(engine) => engine,
+            Err(e) => return format!("nothing collected: {e}"),
+        };
+        // Without its IP attached the stubs cannot answer, and asking would wait for ARP
+        // to give up (seconds): the log files are read from the host side instead.
+        let attached = netcfg::list()
+            .await
+            .map(|l| l.iter().any(|a| a.id == env.id && a.peer_alive))
+            .unwrap_or(true);
+        if attached {
+            archive::collect(&engine, env).await
+        } else {
+            let unreachable = Env {
+                node_ip: None,
+                ..env.clone()
+            };
+            archive::collect(&engine, &unreachable).await
         }
     }
 
