@@ -1,12 +1,14 @@
 //! envd: ephemeral test environments — a dind node with a fixed IP, pods inside, logs kept.
 
 pub mod api;
+pub mod auth;
 pub mod catalog;
 pub mod compose;
 pub mod doctor;
 pub mod engine;
 pub mod error;
 pub mod faults;
+pub mod quota;
 pub mod service;
 pub mod spec;
 pub mod store;

@@ -215,7 +215,7 @@ impl Store {
     /// Inserts a requested env; with a key held by a live env, returns that env instead.
     pub async fn create_env(&self, new: NewEnv) -> Result<Created> {
         if let Some(key) = &new.key
-            && let Some(env) = self.live_by_key(key).await?
+            && let Some(env) = self.live_by_key(&new.owner, key).await?
         {
             return Ok(Created::Existing(env));
         }
@@ -242,7 +242,7 @@ impl Store {
             Err(e) if is_unique_violation(&e) => {
                 // A concurrent create took the key first: that env is the answer.
                 if let Some(key) = &new.key
-                    && let Some(env) = self.live_by_key(key).await?
+                    && let Some(env) = self.live_by_key(&new.owner, key).await?
                 {
                     return Ok(Created::Existing(env));
                 }
@@ -263,13 +263,15 @@ impl Store {
         Ok(Created::New(self.get(&new.id).await?))
     }
 
-    async fn live_by_key(&self, key: &str) -> Result<Option<Env>> {
+    /// The owner's live env holding a CI key (keys are scoped per owner).
+    pub async fn live_by_key(&self, owner: &str, key: &str) -> Result<Option<Env>> {
         let row = sqlx::query(concat!(
             "SELECT ",
             env_columns!(),
-            " FROM envs WHERE env_key = $1 AND state NOT IN ('gone', 'failed')"
+            " FROM envs WHERE env_key = $1 AND owner = $2 AND state NOT IN ('gone', 'failed')"
         ))
         .bind(key)
+        .bind(owner)
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| env_from_row(&r)).transpose()
@@ -277,8 +279,15 @@ impl Store {
 
     /// By id, or by name (the live env of that name, else the newest).
     pub async fn get(&self, id_or_name: &str) -> Result<Env> {
-        let row = sqlx::query(concat!("SELECT ", env_columns!(), " FROM envs WHERE id = $1 OR name = $1 ORDER BY (CASE WHEN id = $1 THEN 0 WHEN state NOT IN ('gone', 'failed') THEN 1 ELSE 2 END), created_at DESC LIMIT 1"))
+        self.get_scoped(id_or_name, None).await
+    }
+
+    /// [`Store::get`] among one owner's envs (`None`: every owner's). Another owner's env
+    /// is not found, worded as one that does not exist.
+    pub async fn get_scoped(&self, id_or_name: &str, owner: Option<&str>) -> Result<Env> {
+        let row = sqlx::query(concat!("SELECT ", env_columns!(), " FROM envs WHERE (id = $1 OR name = $1) AND ($2 = '' OR owner = $2) ORDER BY (CASE WHEN id = $1 THEN 0 WHEN state NOT IN ('gone', 'failed') THEN 1 ELSE 2 END), created_at DESC LIMIT 1"))
         .bind(id_or_name)
+        .bind(owner.unwrap_or_default())
         .fetch_optional(&self.pool)
         .await?;
         match row {
@@ -305,6 +314,25 @@ impl Store {
             out.push(env);
         }
         Ok(out)
+    }
+
+    /// The owner's envs that count against its quota: not finished, not being torn down.
+    pub async fn live_of(&self, owner: &str) -> Result<Vec<Env>> {
+        let rows = sqlx::query(concat!("SELECT ", env_columns!(), " FROM envs WHERE owner = $1 AND state NOT IN ('gone', 'failed') AND desired <> 'gone' ORDER BY created_at"))
+        .bind(owner)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(env_from_row).collect()
+    }
+
+    /// How many envs the owner created (clones too) since `since` (ms).
+    pub async fn created_since(&self, owner: &str, since: i64) -> Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) FROM envs WHERE owner = $1 AND created_at >= $2")
+            .bind(owner)
+            .bind(since)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get(0)?)
     }
 
     /// Ids of envs the engine still has work for or holds objects of.
@@ -612,8 +640,12 @@ fn is_busy(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.message().contains("locked") || d.message().contains("busy"))
 }
 
+mod audit;
 mod jobs;
+mod tokens;
+pub use audit::{AuditEntry, AuditFilter};
 pub use jobs::JobRun;
+pub use tokens::{NewToken, TokenRow};
 
 #[cfg(test)]
 mod tests;

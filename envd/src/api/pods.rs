@@ -18,6 +18,7 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
 use super::{ApiError, ApiJson, ApiResult, AppState, Json};
+use crate::auth::Caller;
 use crate::engine::{ExecRequest, ExecTarget, PodChange};
 use crate::error::Error;
 
@@ -49,10 +50,14 @@ pub struct ConfigRequest {
     (status = 422, body = super::Problem, description = "an answer is invalid; `field` names it")))]
 pub async fn configure(
     State(s): State<AppState>,
+    caller: Caller,
     Path((id, pod)): Path<(String, String)>,
     ApiJson(req): ApiJson<ConfigRequest>,
 ) -> ApiResult<Json<PodChange>> {
-    Ok(Json(s.engine.configure_pod(&id, &pod, &req.answers).await?))
+    let env = s.env_of(&caller, &id).await?;
+    Ok(Json(
+        s.engine.configure_pod(&env.id, &pod, &req.answers).await?,
+    ))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -80,9 +85,11 @@ pub struct ExecResult {
     (status = 409, body = super::Problem), (status = 422, body = super::Problem)))]
 pub async fn exec_once(
     State(s): State<AppState>,
+    caller: Caller,
     Path((id, pod)): Path<(String, String)>,
     ApiJson(body): ApiJson<ExecBody>,
 ) -> ApiResult<Json<ExecResult>> {
+    let env = s.env_of(&caller, &id).await?;
     let req = ExecRequest {
         cmd: body.cmd,
         container: body.container,
@@ -91,7 +98,7 @@ pub async fn exec_once(
     };
     let exec = s
         .engine
-        .exec_target(&id, &pod, &req)
+        .exec_target(&env.id, &pod, &req)
         .await?
         .start(&req)
         .await?;
@@ -137,12 +144,14 @@ pub async fn exec_once(
     (status = 404, body = super::Problem), (status = 409, body = super::Problem), (status = 422, body = super::Problem)))]
 pub async fn exec_ws(
     State(s): State<AppState>,
+    caller: Caller,
     Path((id, pod)): Path<(String, String)>,
     RawQuery(query): RawQuery,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
     let req = exec_query(query.as_deref().unwrap_or(""))?;
-    let target = s.engine.exec_target(&id, &pod, &req).await?;
+    let env = s.env_of(&caller, &id).await?;
+    let target = s.engine.exec_target(&env.id, &pod, &req).await?;
     let ws = ws.map_err(|r| {
         ApiError(
             StatusCode::BAD_REQUEST,
