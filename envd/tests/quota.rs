@@ -25,6 +25,7 @@ pods:
     containers:
       - name: redis
         image: envd/redis:latest
+        env: { REDIS_PASSWORD: envd-redis }
         memory: 600m
     ready: { kind: redis, port: 6379, password: envd-redis, deadline: 30s }
 "#;
