@@ -502,7 +502,8 @@ fn duration_param(field: &str, v: Option<&str>, default: Duration) -> Result<Dur
 
 #[utoipa::path(post, path = "/v1/envs", request_body = CreateRequest, params(CreateParams),
     responses((status = 201, body = EnvView), (status = 200, body = EnvView, description = "a live env already holds the key"),
-    (status = 400, body = Problem), (status = 422, body = Problem), (status = 409, body = Problem)))]
+    (status = 400, body = Problem), (status = 422, body = Problem), (status = 409, body = Problem),
+    (status = 429, body = Problem, description = "a quota of the owner would be crossed: `quota`, `usage`, `limit`")))]
 async fn create(
     State(s): State<AppState>,
     caller: Caller,
@@ -641,11 +642,13 @@ async fn teardown(s: &AppState, env: Env, wait: bool) -> ApiResult<Response> {
 #[derive(Deserialize, utoipa::IntoParams)]
 struct KeyParams {
     key: Option<String>,
+    /// Admin: the owner whose key it is, when several owners hold the key.
+    owner: Option<String>,
     #[serde(default)]
     wait: bool,
 }
 
-#[utoipa::path(delete, path = "/v1/envs", params(KeyParams), responses((status = 202, body = EnvView), (status = 404, body = Problem), (status = 400, body = Problem)))]
+#[utoipa::path(delete, path = "/v1/envs", params(KeyParams), responses((status = 202, body = EnvView), (status = 404, body = Problem), (status = 400, body = Problem), (status = 409, body = Problem, description = "several owners hold the key: name one")))]
 async fn delete_by_key(
     State(s): State<AppState>,
     caller: Caller,
@@ -659,17 +662,29 @@ async fn delete_by_key(
             Some("key".into()),
         )
     })?;
-    let env = s
+    let mut live: Vec<Env> = s
         .engine
         .store
         .list(&EnvFilter {
             key: Some(key.clone()),
-            owner: caller.scope().map(String::from),
+            owner: access::listed_owner(&caller, q.owner)?,
             ..Default::default()
         })
         .await?
         .into_iter()
-        .find(|e| !e.state.is_final())
+        .filter(|e| !e.state.is_final())
+        .collect();
+    // Keys are per owner: an admin naming no owner may match several.
+    if live.len() > 1 {
+        let owners: Vec<&str> = live.iter().map(|e| e.owner.as_str()).collect();
+        return Err(Error::Conflict(format!(
+            "owners {} each hold key `{key}`; add ?owner=",
+            owners.join(", ")
+        ))
+        .into());
+    }
+    let env = live
+        .pop()
         .ok_or_else(|| Error::NotFound(format!("live environment with key `{key}`")))?;
     teardown(&s, env, q.wait).await
 }

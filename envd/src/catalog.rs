@@ -226,4 +226,19 @@ mod tests {
         assert_eq!(c.get("mine").unwrap().version, "2");
         assert!(c.all().unwrap().contains_key("full"));
     }
+
+    #[test]
+    fn a_directory_cannot_override_a_builtin() {
+        let dir = tempfile::tempdir().unwrap();
+        for v in ["1", "2"] {
+            let p = dir.path().join("full").join(v);
+            std::fs::create_dir_all(&p).unwrap();
+            std::fs::write(p.join("template.yaml"), "name: full\npods: []\n").unwrap();
+        }
+        let c = Catalog::new(Some(dir.path().to_path_buf()));
+        let full = c.get("full").unwrap();
+        assert_eq!(full.origin, "builtin:full/1");
+        assert!(c.get("full:2").is_err());
+        assert!(Catalog::is_builtin("minimal") && !Catalog::is_builtin("mine"));
+    }
 }

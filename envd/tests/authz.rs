@@ -17,7 +17,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 mod common;
-use common::http::{admin_token, call, call_as, roomy_quotas, serve_on};
+use common::http::{admin_token, call, call_as, roomy_quotas, serve_on, serve_with};
 
 const A: &str = "team-a";
 const B: &str = "team-b";
@@ -601,8 +601,7 @@ async fn cross_origin_changes_and_sessions_are_refused_and_everything_is_audited
         allowed_origins: vec!["http://envd.lab:7070".into()],
         ..Default::default()
     };
-    let base =
-        common::http::serve_with(engine.clone(), Catalog::new(None), auth, roomy_quotas()).await;
+    let base = serve_with(engine.clone(), Catalog::new(None), auth, roomy_quotas()).await;
     let token = admin_token();
     let post = |origin: &'static str| {
         let base = base.clone();
@@ -727,4 +726,24 @@ async fn cross_origin_changes_and_sessions_are_refused_and_everything_is_audited
     )
     .await;
     common::http::problem(&r, 422, "since");
+
+    // /metrics and /openapi.json need a token when configured so; /healthz never does.
+    let guarded = AuthConfig {
+        guard_metrics: true,
+        guard_openapi: true,
+        ..Default::default()
+    };
+    let base = serve_with(engine.clone(), Catalog::new(None), guarded, roomy_quotas()).await;
+    for p in ["/metrics", "/openapi.json"] {
+        let (s, ctype, _) = call_as(None, Method::GET, &format!("{base}{p}"), None).await;
+        assert_eq!(
+            (s, ctype.as_str()),
+            (401, "application/problem+json"),
+            "{p}"
+        );
+        let (s, _, _) = call(Method::GET, &format!("{base}{p}"), None).await;
+        assert_eq!(s, 200, "{p}");
+    }
+    let (s, _, _) = call_as(None, Method::GET, &format!("{base}/healthz"), None).await;
+    assert_eq!(s, 200);
 }

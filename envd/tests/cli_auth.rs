@@ -181,3 +181,70 @@ async fn login_token_create_revoke_and_what_a_revoked_token_is_told() {
     );
     assert!(!out.contains(&token), "no token in the audit trail");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_first_serve_makes_the_admin_token_the_cli_on_its_host_uses() {
+    use common::serve::{Serve, free_port, until_up};
+    if !common::engine_available().await {
+        return;
+    }
+    // --no-auth only on loopback.
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let out = std::process::Command::new(common::envd_bin())
+        .args(["serve", "--no-auth", "--listen", &format!("0.0.0.0:{port}")])
+        .arg("--data-dir")
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--no-auth is refused"), "{err}");
+
+    let args = ["--bridge", "envdt2", "--pool-cidr", "10.218.0.0/24"];
+    let serve = Serve::spawn(data.path(), port, &args, None);
+    let server = format!("http://127.0.0.1:{port}");
+    until_up(&server).await;
+    let file = data.path().join("admin-token");
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let home = tempfile::tempdir().unwrap();
+    let (code, out, err) = as_user(&server, home.path(), data.path(), &["whoami"], "").await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("role admin, owner admin"), "{out}");
+    let guard = common::Guard::default();
+    let (code, out, err) = as_user(
+        &server,
+        home.path(),
+        data.path(),
+        &["create", "-t", "minimal", "--wait", "-o", "dotenv"],
+        "",
+    )
+    .await;
+    let id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("ENV_ID="))
+        .unwrap_or_default()
+        .to_string();
+    guard.watch(&id);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, err) = as_user(
+        &server,
+        home.path(),
+        data.path(),
+        &["rm", &id, "--wait"],
+        "",
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    // Without the token file the same request is refused.
+    let empty = tempfile::tempdir().unwrap();
+    let (code, _, err) = as_user(&server, home.path(), empty.path(), &["ls"], "").await;
+    assert_eq!(code, 2, "{err}");
+    drop(serve);
+    let _ = std::process::Command::new("ip")
+        .args(["link", "del", "envdt2"])
+        .status();
+}

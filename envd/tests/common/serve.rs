@@ -19,6 +19,11 @@ impl Serve {
             std::fs::create_dir_all(data).unwrap();
             std::fs::write(&token_file, format!("{}\n", super::http::admin_token())).unwrap();
         }
+        Self::spawn(data, port, args, abort_at)
+    }
+
+    /// [`Serve::start`] leaving the data dir as it is (a first start makes its token).
+    pub fn spawn(data: &Path, port: u16, args: &[&str], abort_at: Option<&str>) -> Serve {
         let mut cmd = Command::new(super::envd_bin());
         cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .arg("--data-dir")
