@@ -533,7 +533,17 @@ async fn create(
     } else {
         env
     };
-    Ok((status, Json(EnvView::from(&env))).into_response())
+    Ok(with_subject(
+        (status, Json(EnvView::from(&env))).into_response(),
+        &env.id,
+    ))
+}
+
+/// Names the env a request made or acted on, for the audit trail.
+pub(crate) fn with_subject(mut resp: Response, id: &str) -> Response {
+    resp.extensions_mut()
+        .insert(crate::auth::Subject(id.to_string()));
+    resp
 }
 
 /// Polls the recorded state until it is one of `states` or the timeout passes.
@@ -636,7 +646,10 @@ async fn teardown(s: &AppState, env: Env, wait: bool) -> ApiResult<Response> {
     } else {
         StatusCode::ACCEPTED
     };
-    Ok((status, Json(EnvView::from(&env))).into_response())
+    Ok(with_subject(
+        (status, Json(EnvView::from(&env))).into_response(),
+        &env.id,
+    ))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

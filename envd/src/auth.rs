@@ -94,6 +94,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
+/// What a request made or acted on, for the audit trail, when its path does not say: a
+/// handler puts it in the response's extensions.
+#[derive(Debug, Clone)]
+pub struct Subject(pub String);
+
 /// How the API checks its callers.
 #[derive(Debug, Clone, Default)]
 pub struct AuthConfig {
@@ -464,6 +469,7 @@ pub async fn guard(State(gate): State<Arc<Gate>>, mut req: Request, next: Next) 
             method: method.to_string(),
             route,
             target,
+            subject: resp.extensions().get::<Subject>().map(|s| s.0.clone()),
             status: i64::from(resp.status().as_u16()),
             client,
         };

@@ -569,6 +569,18 @@ async fn every_route_times_every_caller() {
         eprintln!("no non-loopback address on this host: the outside request is not tried");
     }
 
+    // The audit trail names each env a create or clone made.
+    for id in &made {
+        let (_, _, trail) = call(Method::GET, &format!("{base}/v1/audit?target={id}"), None).await;
+        let made_by = trail
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["method"] == "POST" && e["subject"] == id.as_str())
+            .unwrap_or_else(|| panic!("no audit entry made {id}: {trail}"));
+        assert!((200..300).contains(&made_by["status"].as_i64().unwrap()));
+    }
+
     // Everything made here goes.
     for id in made
         .iter()

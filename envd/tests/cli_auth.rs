@@ -201,7 +201,7 @@ async fn a_first_serve_makes_the_admin_token_the_cli_on_its_host_uses() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--no-auth is refused"), "{err}");
 
-    let args = ["--bridge", "envdt2", "--pool-cidr", "10.218.0.0/24"];
+    let args = ["--bridge", "envdh14", "--pool-cidr", "10.219.14.0/24"];
     let serve = Serve::spawn(data.path(), port, &args, None);
     let server = format!("http://127.0.0.1:{port}");
     until_up(&server).await;
@@ -245,6 +245,6 @@ async fn a_first_serve_makes_the_admin_token_the_cli_on_its_host_uses() {
     assert_eq!(code, 2, "{err}");
     drop(serve);
     let _ = std::process::Command::new("ip")
-        .args(["link", "del", "envdt2"])
+        .args(["link", "del", "envdh14"])
         .status();
 }

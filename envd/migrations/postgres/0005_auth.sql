@@ -24,6 +24,8 @@ CREATE TABLE audit (
     method   TEXT NOT NULL,
     route    TEXT NOT NULL,
     target   TEXT NOT NULL,
+    -- What the request made or acted on when the path does not say (a new env's id).
+    subject  TEXT,
     status   BIGINT NOT NULL,
     client   TEXT NOT NULL
 );

@@ -129,7 +129,11 @@ pub struct NewTokenView {
 pub(super) async fn create_token(
     State(s): State<AppState>,
     ApiJson(req): ApiJson<TokenRequest>,
-) -> ApiResult<(StatusCode, Json<NewTokenView>)> {
+) -> ApiResult<(
+    StatusCode,
+    axum::Extension<auth::Subject>,
+    Json<NewTokenView>,
+)> {
     let role: Role = req.role.parse()?;
     let expires = match &req.expires {
         Some(e) => Some(
@@ -148,7 +152,12 @@ pub(super) async fn create_token(
     };
     let (token, row) = auth::issue(&s.engine.store, &req.name, role, &req.owner, expires).await?;
     tracing::info!(name = %row.name, role = %row.role, owner = %row.owner, "token created");
-    Ok((StatusCode::CREATED, Json(NewTokenView { token, row })))
+    let subject = axum::Extension(auth::Subject(row.name.clone()));
+    Ok((
+        StatusCode::CREATED,
+        subject,
+        Json(NewTokenView { token, row }),
+    ))
 }
 
 /// Revokes a token (by id or name): it gets 401 from now on.

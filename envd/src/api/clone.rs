@@ -42,5 +42,8 @@ pub(super) async fn clone_env(
     } else {
         env
     };
-    Ok((StatusCode::CREATED, Json(EnvView::from(&env))).into_response())
+    Ok(super::with_subject(
+        (StatusCode::CREATED, Json(EnvView::from(&env))).into_response(),
+        &env.id,
+    ))
 }

@@ -341,19 +341,20 @@ pub async fn audit(a: AuditArgs) -> Result<(), Fail> {
     )
     .await?;
     println!(
-        "{:<20} {:<20} {:<12} {:<7} {:<48} {:>6} CLIENT",
-        "AT", "ACTOR", "OWNER", "METHOD", "TARGET", "STATUS"
+        "{:<20} {:<20} {:<12} {:<7} {:<48} {:>6} {:<22} SUBJECT",
+        "AT", "ACTOR", "OWNER", "METHOD", "TARGET", "STATUS", "CLIENT"
     );
     for e in v.as_array().into_iter().flatten() {
         println!(
-            "{:<20} {:<20} {:<12} {:<7} {:<48} {:>6} {}",
+            "{:<20} {:<20} {:<12} {:<7} {:<48} {:>6} {:<22} {}",
             when(&e["at"]),
             s(&e["actor"]),
             s(&e["owner"]),
             s(&e["method"]),
             s(&e["target"]),
             s(&e["status"]),
-            s(&e["client"])
+            s(&e["client"]),
+            s(&e["subject"])
         );
     }
     Ok(())

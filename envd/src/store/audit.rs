@@ -20,6 +20,9 @@ pub struct AuditEntry {
     pub route: String,
     /// The request's path, e.g. `/v1/envs/shop-1a2b3c4d`.
     pub target: String,
+    /// What it made or acted on when the path does not say: a new env's id (create,
+    /// clone), the env removed by key, a new token's name.
+    pub subject: Option<String>,
     /// The HTTP status answered.
     pub status: i64,
     /// The client's address.
@@ -32,7 +35,7 @@ pub struct AuditFilter {
     pub actor: Option<String>,
     pub owner: Option<String>,
     pub method: Option<String>,
-    /// Part of the target path, e.g. an env id.
+    /// Part of the target path or the subject, e.g. an env id.
     pub target: Option<String>,
     pub status: Option<i64>,
     pub since: Option<i64>,
@@ -41,7 +44,7 @@ pub struct AuditFilter {
 
 impl Store {
     pub async fn record_audit(&self, e: &AuditEntry) -> Result<()> {
-        sqlx::query("INSERT INTO audit (at, actor, owner, role, method, route, target, status, client) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+        sqlx::query("INSERT INTO audit (at, actor, owner, role, method, route, target, subject, status, client) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
             .bind(e.at)
             .bind(&e.actor)
             .bind(&e.owner)
@@ -49,6 +52,7 @@ impl Store {
             .bind(&e.method)
             .bind(&e.route)
             .bind(&e.target)
+            .bind(&e.subject)
             .bind(e.status)
             .bind(&e.client)
             .execute(&self.pool)
@@ -63,7 +67,7 @@ impl Store {
             .as_deref()
             .map(|t| format!("%{}%", t.replace(['%', '_'], "")))
             .unwrap_or_default();
-        let rows = sqlx::query("SELECT id, at, actor, owner, role, method, route, target, status, client FROM audit WHERE ($1 = '' OR actor = $1) AND ($2 = '' OR owner = $2) AND ($3 = '' OR method = $3) AND ($4 = '' OR target LIKE $4) AND ($5 < 0 OR status = $5) AND at >= $6 ORDER BY id DESC LIMIT $7")
+        let rows = sqlx::query("SELECT id, at, actor, owner, role, method, route, target, subject, status, client FROM audit WHERE ($1 = '' OR actor = $1) AND ($2 = '' OR owner = $2) AND ($3 = '' OR method = $3) AND ($4 = '' OR target LIKE $4 OR subject LIKE $4) AND ($5 < 0 OR status = $5) AND at >= $6 ORDER BY id DESC LIMIT $7")
             .bind(f.actor.clone().unwrap_or_default())
             .bind(f.owner.clone().unwrap_or_default())
             .bind(f.method.clone().unwrap_or_default())
@@ -84,8 +88,9 @@ impl Store {
                     method: r.try_get(5)?,
                     route: r.try_get(6)?,
                     target: r.try_get(7)?,
-                    status: r.try_get(8)?,
-                    client: r.try_get(9)?,
+                    subject: r.try_get(8)?,
+                    status: r.try_get(9)?,
+                    client: r.try_get(10)?,
                 })
             })
             .collect()

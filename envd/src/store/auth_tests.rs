@@ -135,7 +135,8 @@ async fn the_audit_trail_filters() {
                 role: Some("user".into()),
                 method: method.into(),
                 route: "/v1/envs".into(),
-                target: format!("/v1/envs/{actor}"),
+                target: "/v1/envs".into(),
+                subject: Some(format!("env-{actor}")),
                 status,
                 client: "127.0.0.1:1".into(),
             })
