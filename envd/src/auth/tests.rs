@@ -1,4 +1,5 @@
 use super::origin::allowed;
+use super::token::looks_like_token;
 use super::*;
 
 #[test]
