@@ -285,3 +285,86 @@ impl QuotaTable {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Created, NewEnv};
+
+    fn plan(text: &str) -> Plan {
+        let facts = Facts {
+            env_id: "e".into(),
+            env_name: "e".into(),
+            node_ip: "0.0.0.0".into(),
+        };
+        Plan::render("test", text, &Default::default(), &facts).unwrap()
+    }
+
+    const TWO: &str = "name: two\nversion: \"1\"\npods:\n  - name: a\n    containers:\n      - { name: a, image: x, cpus: 1.5, memory: 1g }\n      - { name: b, image: x }\n";
+
+    #[test]
+    fn a_container_without_limits_counts_the_configured_default() {
+        let q = Quotas {
+            container_cpus: 0.25,
+            container_memory: 128 << 20,
+            ..Default::default()
+        };
+        assert_eq!(q.demand(&plan(TWO)), (1.75, (1 << 30) + (128 << 20)));
+    }
+
+    #[tokio::test]
+    async fn cpu_is_counted_over_the_owners_live_envs_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}", dir.path().join("q.db").display()))
+            .await
+            .unwrap();
+        let q = Quotas {
+            default: Quota {
+                max_cpus: 4.0,
+                ..Quota::default()
+            },
+            ..Default::default()
+        };
+        let two = plan(TWO);
+        for owner in ["qa", "qa", "other", "other"] {
+            q.admit(&store, owner, &two, None).await.unwrap();
+            let id = uuid::Uuid::now_v7().to_string();
+            let Created::New(_) = store
+                .create_env(NewEnv {
+                    name: format!("q-{}", crate::store::short_id(&id)),
+                    id,
+                    key: None,
+                    owner: owner.into(),
+                    template: "two:1".into(),
+                    template_src: TWO.into(),
+                    answers: Default::default(),
+                    labels: Default::default(),
+                    keep_on_failure: false,
+                    expires_at: now_ms() + 60_000,
+                    init: Default::default(),
+                    clone_of: None,
+                    with_data: false,
+                })
+                .await
+                .unwrap()
+            else {
+                panic!("new")
+            };
+        }
+        // 2 x 2 cores held: a third crosses 4, named with usage and limit.
+        match q.admit(&store, "qa", &two, None).await {
+            Err(Error::Quota {
+                quota,
+                usage,
+                limit,
+                owner,
+            }) => {
+                assert_eq!((quota.as_str(), owner.as_str()), ("max_cpus", "qa"));
+                assert_eq!((usage.as_str(), limit.as_str()), ("4 + 2", "4"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let u = q.usage(&store, "qa", None).await.unwrap();
+        assert_eq!((u.envs, u.cpus, u.creates_last_minute), (2, 4.0, 2));
+    }
+}
