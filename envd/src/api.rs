@@ -15,27 +15,45 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use utoipa::OpenApi;
 
+use crate::auth::{AuthConfig, Caller, Gate};
 use crate::catalog::Catalog;
 use crate::engine::Engine;
 use crate::error::{Error, FieldError};
 use crate::lifecycle::{EventKind, Step};
+use crate::quota::Admission;
 use crate::service::{self, CreateRequest, Endpoint, Limits};
 use crate::store::{Created, Env, EnvFilter, State as EnvState};
 
+mod access;
 mod clone;
 mod import;
 mod jobs;
 mod pods;
 mod templates;
 
+use access::Security;
+pub use access::owner_of;
+
 #[derive(Clone)]
 pub struct AppState {
     pub engine: Arc<Engine>,
     pub catalog: Catalog,
     pub limits: Limits,
+    /// Tokens, guarded routes, allowed origins.
+    pub auth: AuthConfig,
+    /// Per-owner quotas of creates and clones.
+    pub quotas: Arc<Admission>,
+}
+
+impl AppState {
+    /// The env `id` (id or name) if the caller may see it: another owner's is not found.
+    pub(crate) async fn env_of(&self, caller: &Caller, id: &str) -> Result<Env, Error> {
+        self.engine.store.get_scoped(id, caller.scope()).await
+    }
 }
 
 pub fn router(state: AppState) -> Router {
+    let gate = Gate::new(state.auth.clone(), state.engine.store.clone());
     Router::new()
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(openapi))
@@ -58,6 +76,15 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs", get(jobs::list))
         .route("/v1/jobs/{name}/run", post(jobs::run))
         .merge(pods::routes())
+        .merge(access::routes())
+        .route(
+            "/v1/templates/{name}",
+            axum::routing::delete(templates::delete),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            gate,
+            crate::auth::guard,
+        ))
         .fallback(not_found)
         .with_state(state)
 }
@@ -84,8 +111,16 @@ pub fn router(state: AppState) -> Router {
         clone::clone_env,
         pods::configure,
         pods::exec_once,
-        pods::exec_ws
+        pods::exec_ws,
+        templates::delete,
+        access::whoami,
+        access::quota,
+        access::tokens,
+        access::create_token,
+        access::revoke_token,
+        access::audit
     ),
+    modifiers(&Security),
     components(schemas(
         CreateRequest,
         EnvView,
@@ -104,7 +139,16 @@ pub fn router(state: AppState) -> Router {
         pods::ConfigChangeView,
         crate::engine::PodChange,
         pods::ExecBody,
-        pods::ExecResult
+        pods::ExecResult,
+        access::WhoAmI,
+        access::TokenRequest,
+        access::NewTokenView,
+        crate::store::TokenRow,
+        crate::store::AuditEntry,
+        crate::quota::QuotaView,
+        crate::quota::Quota,
+        crate::quota::Usage,
+        crate::auth::Role
     ))
 )]
 pub struct ApiDoc;
@@ -122,15 +166,26 @@ pub struct Problem {
     /// Every bad field of the request, when there are several to fix (RFC 7807 extension).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errors: Option<Vec<FieldError>>,
+    /// 429: the quota crossed (`max_envs`, `max_cpus`, `max_memory`, `creates_per_minute`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota: Option<String>,
+    /// 429: what the owner holds (plus what the request asked for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<String>,
+    /// 429: the quota's limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
 }
 
-pub struct ApiError(StatusCode, String, String, Option<Fields>);
+pub struct ApiError(pub StatusCode, pub String, pub String, pub Option<Fields>);
 
-/// What a problem names: one field, or every bad one. Built from a string too, so
-/// `Some("key".into())` reads as before.
+/// What a problem names: one field, or every bad one, or the quota crossed. Built from a
+/// string too, so `Some("key".into())` reads as before.
 pub enum Fields {
     One(String),
     Each(Vec<FieldError>),
+    /// Quota, usage and limit (boxed: it keeps every error small).
+    Quota(Box<[String; 3]>),
 }
 
 impl From<&str> for Fields {
@@ -182,6 +237,21 @@ impl From<Error> for ApiError {
             Error::Conflict(_) => {
                 ApiError(StatusCode::CONFLICT, "Conflict".into(), e.to_string(), None)
             }
+            Error::Quota {
+                ref quota,
+                ref usage,
+                ref limit,
+                ..
+            } => ApiError(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Quota exceeded".into(),
+                e.to_string(),
+                Some(Fields::Quota(Box::new([
+                    quota.clone(),
+                    usage.clone(),
+                    limit.clone(),
+                ]))),
+            ),
             Error::PoolExhausted(_) => ApiError(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "No capacity".into(),
@@ -228,22 +298,31 @@ impl From<JsonRejection> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let ApiError(status, title, detail, fields) = self;
-        let (field, errors) = match fields {
-            None => (None, None),
-            Some(Fields::One(f)) => (Some(f), None),
-            Some(Fields::Each(all)) => {
-                let one = (all.len() == 1).then(|| all[0].field.clone());
-                (one, Some(all))
-            }
-        };
-        let p = Problem {
+        let mut p = Problem {
             kind: "about:blank".into(),
             title,
             status: status.as_u16(),
             detail,
-            field,
-            errors,
+            field: None,
+            errors: None,
+            quota: None,
+            usage: None,
+            limit: None,
         };
+        match fields {
+            None => {}
+            Some(Fields::One(f)) => p.field = Some(f),
+            Some(Fields::Each(all)) => {
+                p.field = (all.len() == 1).then(|| all[0].field.clone());
+                p.errors = Some(all);
+            }
+            Some(Fields::Quota(q)) => {
+                let [quota, usage, limit] = *q;
+                p.quota = Some(quota);
+                p.usage = Some(usage);
+                p.limit = Some(limit);
+            }
+        }
         (
             status,
             [(header::CONTENT_TYPE, "application/problem+json")],
@@ -282,7 +361,7 @@ pub struct EnvView {
     pub clone_of: Option<String>,
 }
 
-fn rfc3339(ms: i64) -> String {
+pub(crate) fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
         .unwrap_or_default()
@@ -421,17 +500,23 @@ pub(crate) fn duration_param(
 
 #[utoipa::path(post, path = "/v1/envs", request_body = CreateRequest, params(CreateParams),
     responses((status = 201, body = EnvView), (status = 200, body = EnvView, description = "a live env already holds the key"),
-    (status = 400, body = Problem), (status = 422, body = Problem), (status = 409, body = Problem)))]
+    (status = 400, body = Problem), (status = 422, body = Problem), (status = 409, body = Problem),
+    (status = 429, body = Problem, description = "a quota of the owner would be crossed: `quota`, `usage`, `limit`")))]
 async fn create(
     State(s): State<AppState>,
+    caller: Caller,
     Query(q): Query<CreateParams>,
-    ApiJson(req): ApiJson<CreateRequest>,
+    ApiJson(mut req): ApiJson<CreateRequest>,
 ) -> ApiResult<Response> {
     let timeout = duration_param("timeout", q.timeout.as_deref(), Duration::from_secs(600))?;
     let recreate = req.recreate;
+    req.owner = Some(owner_of(&caller, req.owner.take())?);
     // Refuse now rather than record an env no engine can build.
     s.engine.ping().await?;
-    let (status, env) = match service::create(&s.engine.store, &s.catalog, &s.limits, req).await? {
+    let created =
+        service::create_admitted(&s.engine.store, &s.catalog, &s.limits, req, Some(&s.quotas))
+            .await?;
+    let (status, env) = match created {
         Created::New(env) => (StatusCode::CREATED, env),
         Created::Existing(env) => (StatusCode::OK, env),
     };
@@ -445,7 +530,17 @@ async fn create(
     } else {
         env
     };
-    Ok((status, Json(EnvView::from(&env))).into_response())
+    Ok(with_subject(
+        (status, Json(EnvView::from(&env))).into_response(),
+        &env.id,
+    ))
+}
+
+/// Names the env a request made or acted on, for the audit trail.
+pub(crate) fn with_subject(mut resp: Response, id: &str) -> Response {
+    resp.extensions_mut()
+        .insert(crate::auth::Subject(id.to_string()));
+    resp
 }
 
 /// Waits until the recorded state is `done` or the timeout passes.
@@ -480,8 +575,10 @@ struct ListParams {
 #[utoipa::path(get, path = "/v1/envs", params(ListParams), responses((status = 200, body = [EnvView])))]
 async fn list(
     State(s): State<AppState>,
+    caller: Caller,
     Query(q): Query<ListParams>,
 ) -> ApiResult<Json<Vec<EnvView>>> {
+    let owner = access::listed_owner(&caller, q.owner)?;
     let label = match &q.label {
         Some(l) => Some(
             l.split_once('=')
@@ -494,7 +591,7 @@ async fn list(
     };
     let f = EnvFilter {
         state: q.state.as_deref().map(str::parse).transpose()?,
-        owner: q.owner,
+        owner,
         key: q.key,
         label,
     };
@@ -510,8 +607,12 @@ async fn list(
 }
 
 #[utoipa::path(get, path = "/v1/envs/{id}", params(("id" = String, Path, description = "id or name")), responses((status = 200, body = EnvView), (status = 404, body = Problem)))]
-async fn get_env(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<EnvView>> {
-    Ok(Json(EnvView::from(&s.engine.store.get(&id).await?)))
+async fn get_env(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<EnvView>> {
+    Ok(Json(EnvView::from(&s.env_of(&caller, &id).await?)))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -523,10 +624,11 @@ struct DeleteParams {
 #[utoipa::path(delete, path = "/v1/envs/{id}", params(("id" = String, Path, description = "id or name"), DeleteParams), responses((status = 202, body = EnvView), (status = 404, body = Problem)))]
 async fn delete(
     State(s): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     Query(q): Query<DeleteParams>,
 ) -> ApiResult<Response> {
-    let env = s.engine.store.get(&id).await?;
+    let env = s.env_of(&caller, &id).await?;
     teardown(&s, env, q.wait).await
 }
 
@@ -543,19 +645,25 @@ async fn teardown(s: &AppState, env: Env, wait: bool) -> ApiResult<Response> {
     } else {
         StatusCode::ACCEPTED
     };
-    Ok((status, Json(EnvView::from(&env))).into_response())
+    Ok(with_subject(
+        (status, Json(EnvView::from(&env))).into_response(),
+        &env.id,
+    ))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
 struct KeyParams {
     key: Option<String>,
+    /// Admin: the owner whose key it is, when several owners hold the key.
+    owner: Option<String>,
     #[serde(default)]
     wait: bool,
 }
 
-#[utoipa::path(delete, path = "/v1/envs", params(KeyParams), responses((status = 202, body = EnvView), (status = 404, body = Problem), (status = 400, body = Problem)))]
+#[utoipa::path(delete, path = "/v1/envs", params(KeyParams), responses((status = 202, body = EnvView), (status = 404, body = Problem), (status = 400, body = Problem), (status = 409, body = Problem, description = "several owners hold the key: name one")))]
 async fn delete_by_key(
     State(s): State<AppState>,
+    caller: Caller,
     Query(q): Query<KeyParams>,
 ) -> ApiResult<Response> {
     let key = q.key.ok_or_else(|| {
@@ -566,16 +674,29 @@ async fn delete_by_key(
             Some("key".into()),
         )
     })?;
-    let env = s
+    let mut live: Vec<Env> = s
         .engine
         .store
         .list(&EnvFilter {
             key: Some(key.clone()),
+            owner: access::listed_owner(&caller, q.owner)?,
             ..Default::default()
         })
         .await?
         .into_iter()
-        .find(|e| !e.state.is_final())
+        .filter(|e| !e.state.is_final())
+        .collect();
+    // Keys are per owner: an admin naming no owner may match several.
+    if live.len() > 1 {
+        let owners: Vec<&str> = live.iter().map(|e| e.owner.as_str()).collect();
+        return Err(Error::Conflict(format!(
+            "owners {} each hold key `{key}`; add ?owner=",
+            owners.join(", ")
+        ))
+        .into());
+    }
+    let env = live
+        .pop()
         .ok_or_else(|| Error::NotFound(format!("live environment with key `{key}`")))?;
     teardown(&s, env, q.wait).await
 }
@@ -590,11 +711,13 @@ pub struct ExtendRequest {
 #[utoipa::path(post, path = "/v1/envs/{id}/extend", request_body = ExtendRequest, params(("id" = String, Path)), responses((status = 200, body = EnvView), (status = 409, body = Problem), (status = 422, body = Problem)))]
 async fn extend(
     State(s): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<ExtendRequest>,
 ) -> ApiResult<Json<EnvView>> {
+    let env = s.env_of(&caller, &id).await?;
     Ok(Json(EnvView::from(
-        &service::extend(&s.engine.store, &s.limits, &id, &req.ttl).await?,
+        &service::extend(&s.engine.store, &s.limits, &env.id, &req.ttl).await?,
     )))
 }
 
@@ -610,10 +733,11 @@ struct LogParams {
 #[utoipa::path(get, path = "/v1/envs/{id}/logs", params(("id" = String, Path), LogParams), responses((status = 200, content_type = "application/gzip", description = "the log archive; with ?follow=true a live text tail, `<pod>/<container> | line`"), (status = 404, body = Problem), (status = 409, body = Problem)))]
 async fn logs(
     State(s): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     Query(q): Query<LogParams>,
 ) -> ApiResult<Response> {
-    let env = s.engine.store.get(&id).await?;
+    let env = s.env_of(&caller, &id).await?;
     if q.follow {
         let lines = s.engine.live_logs(&env, q.tail.unwrap_or(100)).await?;
         let body = axum::body::Body::from_stream(lines.map(Ok::<_, std::convert::Infallible>));
@@ -649,10 +773,11 @@ async fn logs(
 #[utoipa::path(get, path = "/v1/envs/{id}/events", params(("id" = String, Path)), responses((status = 200, description = "the env's recorded steps, oldest first; with `Accept: text/event-stream`, Server-Sent Events as they happen"), (status = 404, body = Problem)))]
 async fn events(
     State(s): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     headers: axum::http::HeaderMap,
 ) -> ApiResult<Response> {
-    let env = s.engine.store.get(&id).await?;
+    let env = s.env_of(&caller, &id).await?;
     let wants_sse = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())

@@ -48,7 +48,12 @@ impl Catalog {
         self.dir.as_deref()
     }
 
-    /// Every template, keyed by name then version; a directory's entry wins over a built-in.
+    /// Built-in names cannot be imported, deleted or overridden by the templates dir.
+    pub fn is_builtin(name: &str) -> bool {
+        BUILTIN.iter().any(|(n, _, _)| *n == name)
+    }
+
+    /// Every template, keyed by name then version; a directory named as a built-in is ignored.
     pub fn all(&self) -> Result<BTreeMap<String, BTreeMap<String, TemplateSource>>> {
         let mut out: BTreeMap<String, BTreeMap<String, TemplateSource>> = BTreeMap::new();
         for (name, version, text) in BUILTIN {
@@ -72,6 +77,13 @@ impl Catalog {
             let name_entry = name_entry.io_ctx(|| format!("reading {}", dir.display()))?;
             let name = name_entry.file_name().to_string_lossy().to_string();
             if !name_entry.path().is_dir() {
+                continue;
+            }
+            if Self::is_builtin(&name) {
+                tracing::warn!(
+                    "{}: `{name}` is a built-in template; the directory is ignored",
+                    name_entry.path().display()
+                );
                 continue;
             }
             for ver_entry in std::fs::read_dir(name_entry.path())
@@ -213,5 +225,20 @@ mod tests {
         let c = Catalog::new(Some(dir.path().to_path_buf()));
         assert_eq!(c.get("mine").unwrap().version, "2");
         assert!(c.all().unwrap().contains_key("full"));
+    }
+
+    #[test]
+    fn a_directory_cannot_override_a_builtin() {
+        let dir = tempfile::tempdir().unwrap();
+        for v in ["1", "2"] {
+            let p = dir.path().join("full").join(v);
+            std::fs::create_dir_all(&p).unwrap();
+            std::fs::write(p.join("template.yaml"), "name: full\npods: []\n").unwrap();
+        }
+        let c = Catalog::new(Some(dir.path().to_path_buf()));
+        let full = c.get("full").unwrap();
+        assert_eq!(full.origin, "builtin:full/1");
+        assert!(c.get("full:2").is_err());
+        assert!(Catalog::is_builtin("minimal") && !Catalog::is_builtin("mine"));
     }
 }

@@ -12,6 +12,7 @@ use envd::api::EnvView;
 use envd::lifecycle::{EventKind, State, Step};
 use envd::store::Event;
 
+mod auth;
 mod catalog;
 mod clone;
 mod init;
@@ -107,6 +108,31 @@ pub enum ClientCmd {
     /// Run a command in a pod: `envd exec ENV POD [-c CONTAINER] [-i] [-t] -- CMD...`;
     /// exits with the command's exit code.
     Exec(pods::ExecArgs),
+    /// Keep a token for this user: `envd token create ... | envd login` (checks it first).
+    Login(auth::LoginArgs),
+    /// Show the token in use: name, role, owner.
+    Whoami {
+        #[command(flatten)]
+        c: Conn,
+    },
+    /// Tokens (admin): `envd token create --name N --role R --owner O [--expires 30d]`,
+    /// `envd token ls`, `envd token revoke NAME`.
+    Token {
+        #[command(flatten)]
+        c: Conn,
+        #[command(subcommand)]
+        cmd: auth::TokenCmd,
+    },
+    /// Your owner's quota: live envs, CPU, memory, creates per minute, used and allowed.
+    Quota {
+        #[command(flatten)]
+        c: Conn,
+        /// Admin: another owner's.
+        #[arg(long)]
+        owner: Option<String>,
+    },
+    /// The audit trail of mutating requests (admin), newest first.
+    Audit(auth::AuditArgs),
 }
 
 #[derive(Subcommand)]
@@ -135,6 +161,22 @@ pub struct Conn {
         global = true
     )]
     server: String,
+    /// Bearer token (default: ENVD_TOKEN, else ~/.config/envd/token from `envd login`,
+    /// else for a local envd its <data-dir>/admin-token).
+    #[arg(long, env = "ENVD_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+}
+
+impl Conn {
+    /// A request to the server, with the token when there is one.
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let url = format!("{}{path}", self.server.trim_end_matches('/'));
+        let req = reqwest::Client::new().request(method, url);
+        match auth::bearer(self) {
+            Some(b) => req.bearer_auth(b.token),
+            None => req,
+        }
+    }
 }
 
 #[derive(Copy, Clone, ValueEnum, PartialEq, Eq)]
@@ -227,10 +269,7 @@ async fn call(
     path: &str,
     body: Option<Value>,
 ) -> Result<(u16, Value), Fail> {
-    let url = format!("{}{path}", c.server.trim_end_matches('/'));
-    let mut req = reqwest::Client::new()
-        .request(method, &url)
-        .timeout(Duration::from_secs(900));
+    let mut req = c.request(method, path).timeout(Duration::from_secs(900));
     if let Some(b) = body {
         req = req.json(&b);
     }
@@ -260,13 +299,16 @@ async fn call(
             .flatten()
             .map(|e| format!("\n  {}: {}", s(&e["field"]), s(&e["reason"])))
             .collect();
-        let msg = if each.is_empty() {
+        let mut msg = if each.is_empty() {
             format!("{title}: {detail}")
         } else {
             format!("{title}:{}", each.concat())
         };
+        if status == 401 {
+            msg.push_str(&auth::unauthorized_hint(c));
+        }
         return Err(
-            if status == 400 || status == 404 || status == 409 || status == 422 {
+            if matches!(status, 400 | 401 | 403 | 404 | 409 | 422 | 429) {
                 Fail::Usage(msg)
             } else {
                 Fail::Server(msg)
@@ -284,7 +326,7 @@ async fn run_inner(cmd: ClientCmd) -> Result<(), Fail> {
             let body = json!({
                 "template": a.template, "answers": pairs("--set", &a.set)?, "name": a.name, "key": a.key,
                 "recreate": a.recreate, "ttl": a.ttl, "labels": pairs("--label", &a.labels)?, "keep_on_failure": a.keep_on_failure,
-                "owner": std::env::var("USER").ok(), "init": init::read(&a.init)?,
+                "init": init::read(&a.init)?,
             });
             let (_, env) = call(Method::POST, &a.c, "/v1/envs", Some(body)).await?;
             settle(&a.c, env, a.wait, &a.timeout, a.output).await
@@ -359,18 +401,27 @@ async fn run_inner(cmd: ClientCmd) -> Result<(), Fail> {
             follow,
             tail,
         } => {
-            let url = format!(
-                "{}/v1/envs/{}/logs?follow={follow}&tail={tail}",
-                c.server.trim_end_matches('/'),
+            let path = format!(
+                "/v1/envs/{}/logs?follow={follow}&tail={tail}",
                 envd::urlencode(&env)
             );
-            let resp = reqwest::get(&url).await.map_err(|e| {
-                Fail::Unreachable(format!("cannot reach envd at {} ({e})", c.server))
-            })?;
+            let resp = c
+                .request(reqwest::Method::GET, &path)
+                .send()
+                .await
+                .map_err(|e| {
+                    Fail::Unreachable(format!("cannot reach envd at {} ({e})", c.server))
+                })?;
             if !resp.status().is_success() {
+                let unauthorized = resp.status() == reqwest::StatusCode::UNAUTHORIZED;
                 let v: Value = resp.json().await.unwrap_or(Value::Null);
+                let hint = if unauthorized {
+                    auth::unauthorized_hint(&c)
+                } else {
+                    String::new()
+                };
                 return Err(Fail::Usage(format!(
-                    "{}: {}",
+                    "{}: {}{hint}",
                     s(&v["title"]),
                     s(&v["detail"])
                 )));
@@ -508,6 +559,11 @@ async fn run_inner(cmd: ClientCmd) -> Result<(), Fail> {
             Ok(())
         }
         ClientCmd::Config { cmd } => pods::config(cmd).await,
+        ClientCmd::Login(a) => auth::login(a).await,
+        ClientCmd::Whoami { c } => auth::whoami(&c).await,
+        ClientCmd::Token { c, cmd } => auth::token(&c, cmd).await,
+        ClientCmd::Quota { c, owner } => auth::quota(&c, owner).await,
+        ClientCmd::Audit(a) => auth::audit(a).await,
         ClientCmd::Exec(a) => pods::exec(a).await,
         ClientCmd::Templates { c, cmd: Some(cmd) } => templates::run(&c, cmd).await,
         ClientCmd::Templates { c, cmd: None } => {

@@ -21,6 +21,16 @@ pub enum Error {
     NotFound(String),
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A create or clone would cross the owner's quota.
+    #[error(
+        "quota {quota} of owner `{owner}` would be exceeded: in use {usage}, limit {limit}; remove an env (envd rm) or ask an admin for more"
+    )]
+    Quota {
+        owner: String,
+        quota: String,
+        usage: String,
+        limit: String,
+    },
     #[error("the IP pool {0} has no free address: free an environment or widen the pool")]
     PoolExhausted(String),
     #[error("store: {0}")]

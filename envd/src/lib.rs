@@ -1,6 +1,7 @@
 //! envd: ephemeral test environments — a dind node with a fixed IP, pods inside, logs kept.
 
 pub mod api;
+pub mod auth;
 pub mod catalog;
 pub mod compose;
 pub mod doctor;
@@ -8,6 +9,7 @@ pub mod engine;
 pub mod error;
 pub mod faults;
 pub mod lifecycle;
+pub mod quota;
 pub mod service;
 pub mod spec;
 pub mod store;

@@ -77,6 +77,35 @@ pub struct ServeArgs {
     /// envd share one database, how soon another takes over the envs of a dead one.
     #[arg(long, env = "ENVD_CLAIM_TTL")]
     claim_ttl: Option<String>,
+    /// No tokens: every caller is an admin. Refused unless envd listens on loopback only.
+    #[arg(long, env = "ENVD_NO_AUTH")]
+    no_auth: bool,
+    /// `/metrics` needs a token.
+    #[arg(long, env = "ENVD_GUARD_METRICS")]
+    guard_metrics: bool,
+    /// `/openapi.json` needs a token.
+    #[arg(long, env = "ENVD_GUARD_OPENAPI")]
+    guard_openapi: bool,
+    /// A browser origin (e.g. http://envd.lab:7070) allowed to change things, besides
+    /// envd's own address (repeatable; ENVD_ALLOWED_ORIGINS is comma-separated).
+    #[arg(
+        long = "allowed-origin",
+        env = "ENVD_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    allowed_origins: Vec<String>,
+    /// Live envs per owner (default 20; `[quota]` in the file sets more).
+    #[arg(long, env = "ENVD_QUOTA_MAX_ENVS")]
+    quota_max_envs: Option<u32>,
+    /// CPU cores of the live envs per owner (default 32).
+    #[arg(long, env = "ENVD_QUOTA_MAX_CPUS")]
+    quota_max_cpus: Option<f64>,
+    /// Memory of the live envs per owner (default 64g).
+    #[arg(long, env = "ENVD_QUOTA_MAX_MEMORY")]
+    quota_max_memory: Option<String>,
+    /// Creates and clones per owner in any minute (default 30).
+    #[arg(long, env = "ENVD_QUOTA_CREATES_PER_MINUTE")]
+    quota_creates_per_minute: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -103,10 +132,17 @@ struct FileConfig {
     default_cpus: Option<f64>,
     default_memory: Option<String>,
     claim_ttl: Option<String>,
+    guard_metrics: Option<bool>,
+    guard_openapi: Option<bool>,
+    allowed_origins: Option<Vec<String>>,
+    quota: Option<envd::quota::QuotaTable>,
 }
 
 pub struct Config {
     pub listen: String,
+    pub no_auth: bool,
+    pub auth: envd::auth::AuthConfig,
+    pub quotas: envd::quota::Quotas,
     pub database_url: String,
     pub templates_dir: Option<PathBuf>,
     pub compose_images: std::collections::BTreeMap<String, String>,
@@ -216,7 +252,31 @@ fn resolve(a: ServeArgs) -> anyhow::Result<Config> {
         limits.default_ttl <= limits.max_ttl,
         "default_ttl is longer than max_ttl; lower it or raise max_ttl"
     );
+    let mut quota = file.quota.unwrap_or_default();
+    quota.max_envs = a.quota_max_envs.or(quota.max_envs);
+    quota.max_cpus = a.quota_max_cpus.or(quota.max_cpus);
+    quota.max_memory = a.quota_max_memory.or(quota.max_memory);
+    quota.creates_per_minute = a.quota_creates_per_minute.or(quota.creates_per_minute);
+    let quotas = quota.resolve(engine.default_cpus, engine.default_memory)?;
+    let mut allowed_origins = a.allowed_origins;
+    allowed_origins.extend(file.allowed_origins.unwrap_or_default());
+    for o in &allowed_origins {
+        anyhow::ensure!(
+            o.starts_with("http://") || o.starts_with("https://"),
+            "allowed_origins: `{o}` is not an origin; write e.g. http://envd.lab:7070"
+        );
+    }
+    let auth = envd::auth::AuthConfig {
+        disabled: a.no_auth,
+        guard_metrics: a.guard_metrics || file.guard_metrics.unwrap_or(false),
+        guard_openapi: a.guard_openapi || file.guard_openapi.unwrap_or(false),
+        allowed_origins,
+        admin_token_file: None,
+    };
     Ok(Config {
+        no_auth: a.no_auth,
+        auth,
+        quotas,
         listen: a
             .listen
             .or(file.listen)
@@ -266,7 +326,10 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "envd=info".into()),
         )
         .init();
-    let cfg = resolve(a)?;
+    let mut cfg = resolve(a)?;
+    if cfg.no_auth {
+        refuse_open_network(&cfg.listen).await?;
+    }
     let failed: Vec<String> = envd::doctor::run(&cfg.engine)
         .await
         .into_iter()
@@ -283,6 +346,20 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let store = Store::open(&cfg.database_url)
         .await
         .with_context(|| format!("opening the store {}", cfg.database_url))?;
+    if cfg.no_auth {
+        tracing::warn!("--no-auth: every caller on {} is an admin", cfg.listen);
+    } else {
+        let (path, made) = envd::auth::bootstrap_admin(&store, &cfg.engine.data_dir).await?;
+        if made {
+            tracing::info!(
+                "made the admin token in {} (0600); the envd CLI on this host uses it, others need `envd token create`",
+                path.display()
+            );
+        } else {
+            tracing::info!("admin token in {}", path.display());
+        }
+        cfg.auth.admin_token_file = Some(path);
+    }
     let engine = Engine::new(store, cfg.engine.clone()).await?;
     engine.resync().await?;
     tokio::spawn(resync(Arc::clone(&engine)));
@@ -295,6 +372,8 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         engine,
         catalog,
         limits: cfg.limits.clone(),
+        auth: cfg.auth.clone(),
+        quotas: Arc::new(envd::quota::Admission::new(cfg.quotas.clone())),
     };
     let app = envd::api::router(state);
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
@@ -305,10 +384,35 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         cfg.listen,
         cfg.database_url
     );
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown())
         .await?;
     tracing::info!("envd stopped; unfinished steps resume at the next start");
+    Ok(())
+}
+
+/// `--no-auth` only where nobody else can connect: every address `listen` names must be
+/// loopback.
+async fn refuse_open_network(listen: &str) -> anyhow::Result<()> {
+    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host(listen)
+        .await
+        .with_context(|| format!("listen: `{listen}` is not an address"))?
+        .collect();
+    let open: Vec<String> = addrs
+        .iter()
+        .filter(|a| !a.ip().is_loopback())
+        .map(|a| a.to_string())
+        .collect();
+    anyhow::ensure!(
+        !addrs.is_empty() && open.is_empty(),
+        "--no-auth is refused: envd would listen on {} which other hosts reach; listen on 127.0.0.1 or drop --no-auth",
+        if open.is_empty() {
+            listen.to_string()
+        } else {
+            open.join(", ")
+        }
+    );
     Ok(())
 }
 
@@ -363,5 +467,44 @@ mod tests {
         assert!(err.contains("default_memory"), "{err}");
         let err = resolve(args(Some(0.0), None)).err().unwrap().to_string();
         assert!(err.contains("default_cpus"), "{err}");
+    }
+
+    #[test]
+    fn quotas_come_from_flags_or_the_file_per_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("envd.toml");
+        std::fs::write(
+            &file,
+            "default_memory = \"256m\"\nallowed_origins = [\"http://envd.lab:7070\"]\n[quota]\nmax_envs = 3\nmax_memory = \"1g\"\n[quota.owners.qa]\nmax_envs = 9\n",
+        )
+        .unwrap();
+        let args = |envs: Option<u32>| ServeArgs {
+            config: Some(file.clone()),
+            quota_max_envs: envs,
+            ..Default::default()
+        };
+        let cfg = resolve(args(None)).unwrap();
+        assert_eq!(cfg.quotas.of("anyone").max_envs, 3);
+        assert_eq!(cfg.quotas.of("anyone").max_memory, 1 << 30);
+        assert_eq!(cfg.quotas.of("qa").max_envs, 9);
+        assert_eq!(cfg.quotas.of("qa").max_memory, 1 << 30);
+        // A container without limits counts serve's default.
+        assert_eq!(cfg.quotas.container_memory, 256 << 20);
+        assert_eq!(cfg.auth.allowed_origins, vec!["http://envd.lab:7070"]);
+        assert_eq!(
+            resolve(args(Some(5))).unwrap().quotas.of("anyone").max_envs,
+            5
+        );
+    }
+
+    #[tokio::test]
+    async fn no_auth_is_refused_off_loopback() {
+        assert!(refuse_open_network("127.0.0.1:7070").await.is_ok());
+        assert!(refuse_open_network("[::1]:7070").await.is_ok());
+        let e = refuse_open_network("0.0.0.0:7070")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--no-auth is refused"), "{e}");
     }
 }

@@ -8,11 +8,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
+use crate::quota::Admission;
 use crate::spec::{Facts, Plan};
 use crate::store::{Created, Env, NewEnv, Store, now_ms, short_id};
 
 mod clone;
-pub use clone::{CloneRequest, clone};
+pub use clone::{CloneRequest, clone, clone_admitted};
 
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -47,6 +48,7 @@ pub struct CreateRequest {
     pub ttl: Option<String>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// The env's owner is the token's: leave it out, or repeat the token's owner.
     #[serde(default)]
     pub owner: Option<String>,
     /// With a key: tear down the live env holding it and make a new one.
@@ -93,6 +95,18 @@ pub async fn create(
     limits: &Limits,
     req: CreateRequest,
 ) -> Result<Created> {
+    create_admitted(store, catalog, limits, req, None).await
+}
+
+/// [`create`] within the owner's quotas (when given): a new env that would cross one is
+/// refused before anything is recorded; a live env already holding the key is returned.
+pub async fn create_admitted(
+    store: &Store,
+    catalog: &Catalog,
+    limits: &Limits,
+    req: CreateRequest,
+    admission: Option<&Admission>,
+) -> Result<Created> {
     let tpl = catalog.get(&req.template)?;
     let ttl = match &req.ttl {
         Some(s) => parse_ttl("ttl", s, limits)?,
@@ -131,16 +145,27 @@ pub async fn create(
         .map_err(answers_error)?;
     crate::spec::init::validate(&req.init, &plan)?;
     crate::spec::dirs::check_sources(&plan)?;
+    let owner = req.owner.clone().unwrap_or_else(|| "anonymous".into());
+    let live = match &req.key {
+        Some(key) => store.live_by_key(&owner, key).await?,
+        None => None,
+    };
+    let _admitted = match admission {
+        Some(a) => {
+            let guard = a.lock().await;
+            if let Some(env) = &live
+                && !req.recreate
+            {
+                return Ok(Created::Existing(env.clone()));
+            }
+            let replacing = live.as_ref().map(|e| e.id.as_str());
+            a.quotas.admit(store, &owner, &plan, replacing).await?;
+            Some(guard)
+        }
+        None => None,
+    };
     if req.recreate
-        && let Some(key) = &req.key
-        && let Some(old) = store
-            .list(&crate::store::EnvFilter {
-                key: Some(key.clone()),
-                ..Default::default()
-            })
-            .await?
-            .into_iter()
-            .find(|e| !e.state.is_final())
+        && let Some(old) = live
     {
         store.request_teardown(&old.id).await?;
         store.release_key(&old.id).await?;
@@ -149,7 +174,7 @@ pub async fn create(
         id,
         name,
         key: req.key.clone(),
-        owner: req.owner.clone().unwrap_or_else(|| "anonymous".into()),
+        owner,
         template: format!("{}:{}", tpl.name, tpl.version),
         template_src: tpl.text.clone(),
         answers,

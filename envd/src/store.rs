@@ -196,7 +196,7 @@ impl Store {
     /// Inserts a requested env; with a key held by a live env, returns that env instead.
     pub async fn create_env(&self, new: NewEnv) -> Result<Created> {
         if let Some(key) = &new.key
-            && let Some(env) = self.live_by_key(key).await?
+            && let Some(env) = self.live_by_key(&new.owner, key).await?
         {
             return Ok(Created::Existing(env));
         }
@@ -223,7 +223,7 @@ impl Store {
             Err(e) if is_unique_violation(&e) => {
                 // A concurrent create took the key first: that env is the answer.
                 if let Some(key) = &new.key
-                    && let Some(env) = self.live_by_key(key).await?
+                    && let Some(env) = self.live_by_key(&new.owner, key).await?
                 {
                     return Ok(Created::Existing(env));
                 }
@@ -244,13 +244,15 @@ impl Store {
         Ok(Created::New(self.get(&new.id).await?))
     }
 
-    async fn live_by_key(&self, key: &str) -> Result<Option<Env>> {
+    /// The owner's live env holding a CI key (keys are scoped per owner).
+    pub async fn live_by_key(&self, owner: &str, key: &str) -> Result<Option<Env>> {
         let row = sqlx::query(concat!(
             "SELECT ",
             env_columns!(),
-            " FROM envs WHERE env_key = $1 AND state NOT IN ('gone', 'failed')"
+            " FROM envs WHERE env_key = $1 AND owner = $2 AND state NOT IN ('gone', 'failed')"
         ))
         .bind(key)
+        .bind(owner)
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| env_from_row(&r)).transpose()
@@ -258,8 +260,15 @@ impl Store {
 
     /// By id, or by name (the live env of that name, else the newest).
     pub async fn get(&self, id_or_name: &str) -> Result<Env> {
-        let row = sqlx::query(concat!("SELECT ", env_columns!(), " FROM envs WHERE id = $1 OR name = $1 ORDER BY (CASE WHEN id = $1 THEN 0 WHEN state NOT IN ('gone', 'failed') THEN 1 ELSE 2 END), created_at DESC LIMIT 1"))
+        self.get_scoped(id_or_name, None).await
+    }
+
+    /// [`Store::get`] among one owner's envs (`None`: every owner's). Another owner's env
+    /// is not found, worded as one that does not exist.
+    pub async fn get_scoped(&self, id_or_name: &str, owner: Option<&str>) -> Result<Env> {
+        let row = sqlx::query(concat!("SELECT ", env_columns!(), " FROM envs WHERE (id = $1 OR name = $1) AND ($2 = '' OR owner = $2) ORDER BY (CASE WHEN id = $1 THEN 0 WHEN state NOT IN ('gone', 'failed') THEN 1 ELSE 2 END), created_at DESC LIMIT 1"))
         .bind(id_or_name)
+        .bind(owner.unwrap_or_default())
         .fetch_optional(&self.pool)
         .await?;
         match row {
@@ -286,6 +295,25 @@ impl Store {
             out.push(env);
         }
         Ok(out)
+    }
+
+    /// The owner's envs that count against its quota: not finished, not being torn down.
+    pub async fn live_of(&self, owner: &str) -> Result<Vec<Env>> {
+        let rows = sqlx::query(concat!("SELECT ", env_columns!(), " FROM envs WHERE owner = $1 AND state NOT IN ('gone', 'failed') AND desired <> 'gone' ORDER BY created_at"))
+        .bind(owner)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(env_from_row).collect()
+    }
+
+    /// How many envs the owner created (clones too) since `since` (ms).
+    pub async fn created_since(&self, owner: &str, since: i64) -> Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) FROM envs WHERE owner = $1 AND created_at >= $2")
+            .bind(owner)
+            .bind(since)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get(0)?)
     }
 
     /// Ids of envs the engine still has work for or holds objects of.
@@ -333,7 +361,7 @@ impl Store {
     /// Asks for teardown; the engine acts on it. A failed env kept for debugging is let go:
     /// it goes back to `collecting`, and its teardown ends in `failed` again.
     pub async fn request_teardown(&self, id: &str) -> Result<()> {
-        sqlx::query("UPDATE envs SET desired = 'gone', state = CASE WHEN state = 'failed' AND keep_on_failure THEN 'collecting' ELSE state END, keep_on_failure = 0, updated_at = $2 WHERE id = $1")
+        sqlx::query("UPDATE envs SET desired = 'gone', state = CASE WHEN state = 'failed' AND keep_on_failure = 1 THEN 'collecting' ELSE state END, keep_on_failure = 0, updated_at = $2 WHERE id = $1")
             .bind(id)
             .bind(now_ms())
             .execute(&self.pool)
@@ -606,8 +634,14 @@ fn is_busy(e: &sqlx::Error) -> bool {
 mod claims;
 mod config;
 pub use config::{ConfigChange, NewChange};
+mod audit;
 mod jobs;
+mod tokens;
+pub use audit::{AuditEntry, AuditFilter};
 pub use jobs::JobRun;
+pub use tokens::{NewToken, TokenRow};
 
+#[cfg(test)]
+mod auth_tests;
 #[cfg(test)]
 mod tests;

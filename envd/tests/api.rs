@@ -242,7 +242,7 @@ async fn every_route_and_every_error_kind() {
         "remove it first",
     );
     // A live tail while it runs: redis's start-up lines, prefixed with pod/container.
-    let mut live = reqwest::get(u(&format!("/v1/envs/{name}/logs?follow=true&tail=50")))
+    let mut live = common::http::get(u(&format!("/v1/envs/{name}/logs?follow=true&tail=50")))
         .await
         .unwrap();
     assert_eq!(live.status(), 200);
@@ -274,7 +274,7 @@ async fn every_route_and_every_error_kind() {
         409,
         "no running node",
     );
-    let logs = reqwest::get(u(&format!("/v1/envs/{name}/logs")))
+    let logs = common::http::get(u(&format!("/v1/envs/{name}/logs")))
         .await
         .unwrap();
     assert_eq!(logs.headers()["content-type"], "application/gzip");

@@ -17,14 +17,7 @@ async fn ci_key_workflow_with_dotenv_and_exit_codes() {
     }
     let dir = tempfile::tempdir().unwrap();
     let engine = common::engine(dir.path(), 211).await;
-    let app = envd::api::router(envd::api::AppState {
-        engine,
-        catalog: envd::catalog::Catalog::new(None),
-        limits: Default::default(),
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let server = common::http::serve_engine(engine).await;
     let guard = common::Guard::default();
 
     let first = envd(

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use envd::api::{AppState, router};
 use serde_json::{Value, json};
 
 mod common;
@@ -24,14 +23,7 @@ struct Server {
 async fn server(slice: u8) -> Option<Server> {
     let templates = tempfile::tempdir().unwrap();
     let h = harness(slice, Some(templates.path().to_path_buf())).await?;
-    let app = router(AppState {
-        engine: Arc::clone(&h.engine),
-        catalog: h.catalog.clone(),
-        limits: Default::default(),
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let base = common::http::serve_catalog(Arc::clone(&h.engine), h.catalog.clone()).await;
     Some(Server {
         base,
         h,
@@ -48,6 +40,7 @@ fn fixture(rel: &str) -> PathBuf {
 async fn call(method: reqwest::Method, url: &str, body: Option<Value>) -> (u16, Value) {
     let mut req = reqwest::Client::new()
         .request(method, url)
+        .bearer_auth(common::http::admin_token())
         .timeout(Duration::from_secs(600));
     if let Some(b) = body {
         req = req.json(&b);
@@ -194,6 +187,7 @@ async fn healthchecks_and_depends_on_conditions_through_the_cli() {
             "orders",
         ])
         .env("ENVD_URL", &srv.base)
+        .env("ENVD_TOKEN", common::http::admin_token())
         .output()
         .await
         .unwrap();

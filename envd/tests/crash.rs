@@ -28,6 +28,7 @@ fn start(data: &std::path::Path, port: u16, abort_at: Option<&str>) -> Serve {
 async fn create(base: &str) -> String {
     let created: Value = reqwest::Client::new()
         .post(format!("{base}/v1/envs"))
+        .bearer_auth(common::http::admin_token())
         .json(&serde_json::json!({"template": "minimal"}))
         .send()
         .await
@@ -41,6 +42,7 @@ async fn create(base: &str) -> String {
 async fn remove(base: &str, id: &str) {
     let resp = reqwest::Client::new()
         .delete(format!("{base}/v1/envs/{id}"))
+        .bearer_auth(common::http::admin_token())
         .send()
         .await
         .unwrap();
@@ -79,7 +81,7 @@ async fn leaks(base: &str, id: &str) -> Vec<String> {
 }
 
 async fn env_state(base: &str, id: &str) -> Value {
-    reqwest::get(format!("{base}/v1/envs/{id}"))
+    common::http::get(format!("{base}/v1/envs/{id}"))
         .await
         .unwrap()
         .json()
@@ -209,7 +211,7 @@ async fn killed_before_and_after_every_step_still_ends_ready_then_gone_with_no_l
         "no log archive"
     );
     // The record shows each interrupted step begun again after its restart.
-    let events: Value = reqwest::get(format!("{base}/v1/envs/{id}/events"))
+    let events: Value = common::http::get(format!("{base}/v1/envs/{id}/events"))
         .await
         .unwrap()
         .json()

@@ -223,7 +223,7 @@ async fn two_envd_on_one_postgres_run_each_scheduled_slot_once() {
     tokio::time::sleep(Duration::from_secs(8)).await;
     let to = now_ms() - 1500;
 
-    let listed: Value = reqwest::get(format!("http://127.0.0.1:{b_port}/v1/jobs"))
+    let listed: Value = common::http::get(format!("http://127.0.0.1:{b_port}/v1/jobs"))
         .await
         .unwrap()
         .json()

@@ -99,6 +99,7 @@ async fn envd_stdin(server: &str, args: &[&str], stdin: &[u8]) -> (i32, String, 
     let mut child = tokio::process::Command::new(common::envd_bin())
         .args(args)
         .env("ENVD_URL", server)
+        .env("ENVD_TOKEN", common::http::admin_token())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -126,7 +127,17 @@ async fn ws_exec(base: &str, env: &str, pod: &str, cmd: &[&str]) -> (String, Str
         base.replacen("http://", "ws://", 1),
         q.join("&")
     );
-    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        url.as_str(),
+    )
+    .unwrap();
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", common::http::admin_token())
+            .parse()
+            .unwrap(),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
     let (mut out, mut err, mut code) = (Vec::new(), Vec::new(), None);
     while let Some(m) = ws.next().await {
         match m.unwrap() {

@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use super::{ApiJson, ApiResult, AppState, CreateParams, EnvView, wait_for};
+use crate::auth::Caller;
 use crate::service::{self, CloneRequest};
 use crate::store::State as EnvState;
 
@@ -15,25 +16,33 @@ use crate::store::State as EnvState;
 #[utoipa::path(post, path = "/v1/envs/{id}/clone", request_body = CloneRequest,
     params(("id" = String, Path, description = "id or name of a ready env"), CreateParams),
     responses((status = 201, body = EnvView), (status = 404, body = super::Problem),
+    (status = 429, body = super::Problem, description = "a quota of the owner would be crossed"),
     (status = 409, body = super::Problem, description = "the source is not ready"), (status = 422, body = super::Problem)))]
 pub(super) async fn clone_env(
     State(s): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     Query(q): Query<CreateParams>,
-    ApiJson(req): ApiJson<CloneRequest>,
+    ApiJson(mut req): ApiJson<CloneRequest>,
 ) -> ApiResult<Response> {
+    req.owner = Some(super::owner_of(&caller, req.owner.take())?);
+    let src = s.env_of(&caller, &id).await?;
     let timeout = super::duration_param(
         "timeout",
         q.timeout.as_deref(),
         std::time::Duration::from_secs(600),
     )?;
     s.engine.ping().await?;
-    let env = service::clone(&s.engine.store, &s.limits, &id, req).await?;
+    let env =
+        service::clone_admitted(&s.engine.store, &s.limits, src, req, Some(&s.quotas)).await?;
     s.engine.kick(&env.id);
     let env = if q.wait {
         wait_for(&s, &env.id, EnvState::is_settled, timeout).await?
     } else {
         env
     };
-    Ok((StatusCode::CREATED, Json(EnvView::from(&env))).into_response())
+    Ok(super::with_subject(
+        (StatusCode::CREATED, Json(EnvView::from(&env))).into_response(),
+        &env.id,
+    ))
 }

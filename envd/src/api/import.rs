@@ -48,6 +48,13 @@ pub async fn import(
     ApiJson(req): ApiJson<ImportRequest>,
 ) -> ApiResult<(StatusCode, Json<ImportView>)> {
     crate::spec::check_name("request", "name", &req.name)?;
+    if crate::catalog::Catalog::is_builtin(&req.name) {
+        return Err(Error::Conflict(format!(
+            "`{}` is a built-in template and cannot be replaced; import under another name",
+            req.name
+        ))
+        .into());
+    }
     let dir = s.catalog.dir().ok_or_else(|| {
         Error::Conflict(
             "envd serves no templates directory to import into; start it with --templates-dir"

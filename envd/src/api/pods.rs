@@ -18,6 +18,7 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
 use super::{ApiError, ApiJson, ApiResult, AppState, Json};
+use crate::auth::Caller;
 use crate::engine::{ExecRequest, ExecTarget, PodChange, field_of};
 use crate::error::Error;
 use crate::lifecycle::ChangeStatus;
@@ -65,12 +66,14 @@ pub struct ConfigParams {
     (status = 422, body = super::Problem, description = "an answer is invalid or a pod did not take it; `field` names it")))]
 pub async fn configure(
     State(s): State<AppState>,
+    caller: Caller,
     Path((id, pod)): Path<(String, String)>,
     Query(q): Query<ConfigParams>,
     ApiJson(req): ApiJson<ConfigRequest>,
 ) -> ApiResult<Response> {
     let timeout = super::duration_param("timeout", q.timeout.as_deref(), Duration::from_secs(600))?;
-    let change = s.engine.request_config(&id, &pod, &req.answers).await?;
+    let env = s.env_of(&caller, &id).await?;
+    let change = s.engine.request_config(&env.id, &pod, &req.answers).await?;
     if !q.wait {
         let view = ConfigChangeView::from(&change);
         return Ok((StatusCode::ACCEPTED, Json(view)).into_response());
@@ -174,9 +177,11 @@ pub struct ExecResult {
     (status = 409, body = super::Problem), (status = 422, body = super::Problem)))]
 pub async fn exec_once(
     State(s): State<AppState>,
+    caller: Caller,
     Path((id, pod)): Path<(String, String)>,
     ApiJson(body): ApiJson<ExecBody>,
 ) -> ApiResult<Json<ExecResult>> {
+    let env = s.env_of(&caller, &id).await?;
     let req = ExecRequest {
         cmd: body.cmd,
         container: body.container,
@@ -185,7 +190,7 @@ pub async fn exec_once(
     };
     let exec = s
         .engine
-        .exec_target(&id, &pod, &req)
+        .exec_target(&env.id, &pod, &req)
         .await?
         .start(&req)
         .await?;
@@ -231,12 +236,14 @@ pub async fn exec_once(
     (status = 404, body = super::Problem), (status = 409, body = super::Problem), (status = 422, body = super::Problem)))]
 pub async fn exec_ws(
     State(s): State<AppState>,
+    caller: Caller,
     Path((id, pod)): Path<(String, String)>,
     RawQuery(query): RawQuery,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
     let req = exec_query(query.as_deref().unwrap_or(""))?;
-    let target = s.engine.exec_target(&id, &pod, &req).await?;
+    let env = s.env_of(&caller, &id).await?;
+    let target = s.engine.exec_target(&env.id, &pod, &req).await?;
     let ws = ws.map_err(|r| {
         ApiError(
             StatusCode::BAD_REQUEST,

@@ -43,3 +43,53 @@ pub async fn templates(State(s): State<AppState>) -> ApiResult<Json<Vec<Template
     }
     Ok(Json(out))
 }
+
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+pub struct DeleteParams {
+    /// Only this version (default: every version of the template).
+    version: Option<String>,
+}
+
+/// Removes an imported template (or one version) from the templates directory. Live envs
+/// keep the text they were made from. Built-in templates cannot be deleted.
+#[utoipa::path(delete, path = "/v1/templates/{name}", params(("name" = String, Path), DeleteParams),
+    responses((status = 204, description = "deleted"), (status = 404, body = super::Problem),
+    (status = 409, body = super::Problem, description = "a built-in template")))]
+pub async fn delete(
+    State(s): State<AppState>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    axum::extract::Query(q): axum::extract::Query<DeleteParams>,
+) -> ApiResult<axum::http::StatusCode> {
+    use crate::error::{Error, IoContext};
+    crate::spec::check_name("request", "name", &name)?;
+    if crate::catalog::Catalog::is_builtin(&name) {
+        return Err(Error::Conflict(format!(
+            "`{name}` is a built-in template and cannot be deleted"
+        ))
+        .into());
+    }
+    let gone = || Error::NotFound(format!("template `{name}` in the templates directory"));
+    let dir = s.catalog.dir().ok_or_else(gone)?.join(&name);
+    let path = match &q.version {
+        Some(v) => {
+            let ok = !v.starts_with('.')
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+            if !ok {
+                return Err(Error::invalid("query", "version", "write a version like 2").into());
+            }
+            dir.join(v)
+        }
+        None => dir.clone(),
+    };
+    if !path.is_dir() {
+        return Err(gone().into());
+    }
+    std::fs::remove_dir_all(&path).io_ctx(|| format!("removing {}", path.display()))?;
+    // The last version gone: the template's directory goes too.
+    if q.version.is_some() && std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_none()) {
+        let _ = std::fs::remove_dir(&dir);
+    }
+    tracing::info!(template = %name, version = ?q.version, "deleted");
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}

@@ -31,7 +31,6 @@ pub struct CloneArgs {
 pub(super) async fn run(a: CloneArgs) -> Result<(), Fail> {
     let body = json!({
         "name": a.name, "with_data": a.with_data, "ttl": a.ttl,
-        "owner": std::env::var("USER").ok(),
     });
     let path = format!("/v1/envs/{}/clone", envd::urlencode(&a.env));
     let (_, env) = call(reqwest::Method::POST, &a.c, &path, Some(body)).await?;

@@ -102,7 +102,17 @@ pub async fn exec(a: ExecArgs) -> Result<(), Fail> {
         envd::urlencode(&a.pod),
         q.finish()
     );
-    let (ws, _) = tokio_tungstenite::connect_async(&url)
+    let mut request = tungstenite::client::IntoClientRequest::into_client_request(url.as_str())
+        .map_err(|e| Fail::Usage(format!("exec URL {url}: {e}")))?;
+    if let Some(b) = super::auth::bearer(&a.c) {
+        let value = format!("Bearer {}", b.token)
+            .parse()
+            .map_err(|_| Fail::Usage(format!("the token from {} is not header text", b.from)))?;
+        request
+            .headers_mut()
+            .insert(tungstenite::http::header::AUTHORIZATION, value);
+    }
+    let (ws, _) = tokio_tungstenite::connect_async(request)
         .await
         .map_err(|e| match e {
             tungstenite::Error::Http(resp) => refused(resp.status().as_u16(), resp.body()),
@@ -180,7 +190,7 @@ fn refused(status: u16, body: &Option<Vec<u8>>) -> Fail {
         .and_then(|b| serde_json::from_slice(b).ok())
         .unwrap_or(Value::Null);
     let msg = format!("{}: {}", s(&v["title"]), s(&v["detail"]));
-    if matches!(status, 400 | 404 | 409 | 422) {
+    if matches!(status, 400 | 401 | 403 | 404 | 409 | 422) {
         Fail::Usage(msg)
     } else {
         Fail::Server(msg)

@@ -21,6 +21,7 @@ pub struct CloneRequest {
     /// e.g. `2h`; default the server's default TTL.
     #[serde(default)]
     pub ttl: Option<String>,
+    /// The clone's owner is the token's: leave it out, or repeat the token's owner.
     #[serde(default)]
     pub owner: Option<String>,
 }
@@ -28,6 +29,17 @@ pub struct CloneRequest {
 /// Records the clone as `requested`; the source must be ready (its data is read later).
 pub async fn clone(store: &Store, limits: &Limits, source: &str, req: CloneRequest) -> Result<Env> {
     let src = store.get(source).await?;
+    clone_admitted(store, limits, src, req, None).await
+}
+
+/// [`clone`] of a source the caller may see, within the new owner's quotas (when given).
+pub async fn clone_admitted(
+    store: &Store,
+    limits: &Limits,
+    src: Env,
+    req: CloneRequest,
+    admission: Option<&crate::quota::Admission>,
+) -> Result<Env> {
     if src.state != State::Ready || src.desired == crate::lifecycle::Desired::Gone {
         return Err(Error::Conflict(format!(
             "environment `{}` is {}{}; only a ready env can be cloned",
@@ -61,11 +73,20 @@ pub async fn clone(store: &Store, limits: &Limits, source: &str, req: CloneReque
     };
     let plan = Plan::render(&src.template, &src.template_src, &src.answers, &facts)?;
     crate::spec::dirs::check_sources(&plan)?;
+    let owner = req.owner.clone().unwrap_or_else(|| src.owner.clone());
+    let _admitted = match admission {
+        Some(a) => {
+            let guard = a.lock().await;
+            a.quotas.admit(store, &owner, &plan, None).await?;
+            Some(guard)
+        }
+        None => None,
+    };
     let new = NewEnv {
         id,
         name,
         key: None,
-        owner: req.owner.clone().unwrap_or_else(|| src.owner.clone()),
+        owner,
         template: src.template.clone(),
         template_src: src.template_src.clone(),
         answers: src.answers.clone(),

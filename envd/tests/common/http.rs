@@ -5,8 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use envd::api::{AppState, router};
+use envd::auth::AuthConfig;
 use envd::catalog::Catalog;
 use envd::engine::Engine;
+use envd::quota::{Admission, Quota, Quotas};
 use envd::service::Limits;
 use serde_json::Value;
 
@@ -39,7 +41,68 @@ pub async fn serve_engine(engine: Arc<Engine>) -> String {
     serve_catalog(engine, Catalog::new(None)).await
 }
 
+/// The bearer token every test's envd knows as an admin's (owner `admin`): the
+/// in-process APIs record it, `envd serve` finds it in its data dir's admin-token.
+pub fn admin_token() -> &'static str {
+    static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TOKEN.get_or_init(envd::auth::new_token)
+}
+
+/// Records [`admin_token`] in the engine's store (once).
+pub async fn know_admin(engine: &Engine) {
+    let hash = envd::auth::hash(admin_token());
+    if engine.store.token_by_hash(&hash).await.unwrap().is_none() {
+        engine
+            .store
+            .insert_token(&envd::store::NewToken {
+                id: &uuid::Uuid::now_v7().to_string(),
+                name: &format!("test-admin-{}", &hash[..8]),
+                hash: &hash,
+                role: "admin",
+                owner: "admin",
+                expires_at: None,
+            })
+            .await
+            .unwrap();
+    }
+}
+
+/// Quotas no ordinary test reaches.
+pub fn roomy_quotas() -> Quotas {
+    Quotas {
+        default: Quota {
+            max_envs: 1000,
+            max_cpus: 1e6,
+            max_memory: 1 << 50,
+            creates_per_minute: 10_000,
+        },
+        ..Default::default()
+    }
+}
+
 pub async fn serve_catalog(engine: Arc<Engine>, catalog: Catalog) -> String {
+    serve_with(engine, catalog, AuthConfig::default(), roomy_quotas()).await
+}
+
+/// The API with this access configuration and these quotas, on 127.0.0.1:<random>.
+pub async fn serve_with(
+    engine: Arc<Engine>,
+    catalog: Catalog,
+    auth: AuthConfig,
+    quotas: Quotas,
+) -> String {
+    serve_on("127.0.0.1:0", engine, catalog, auth, quotas).await
+}
+
+/// [`serve_with`] on `addr` (e.g. `0.0.0.0:0` to be reached from another address).
+pub async fn serve_on(
+    addr: &str,
+    engine: Arc<Engine>,
+    catalog: Catalog,
+    auth: AuthConfig,
+    quotas: Quotas,
+) -> String {
+    know_admin(&engine).await;
     let app = router(AppState {
         engine,
         catalog,
@@ -47,11 +110,23 @@ pub async fn serve_catalog(engine: Arc<Engine>, catalog: Catalog) -> String {
             default_ttl: Duration::from_secs(600),
             max_ttl: Duration::from_secs(7200),
         },
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        auth,
+        quotas: Arc::new(Admission::new(quotas)),
+    })
+    .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
     format!("http://{addr}")
+}
+
+/// GET with the admin token.
+pub async fn get(url: impl reqwest::IntoUrl) -> reqwest::Result<reqwest::Response> {
+    reqwest::Client::new()
+        .get(url)
+        .bearer_auth(admin_token())
+        .send()
+        .await
 }
 
 /// [`serve`] with the built-in templates only.
@@ -59,11 +134,24 @@ pub async fn server_in(slice: u8) -> Option<(String, tempfile::TempDir)> {
     serve(slice, None).await.map(|s| (s.base, s._dir))
 }
 
-/// Status, content type and JSON body (Null when not JSON).
+/// Status, content type and JSON body (Null when not JSON), as the admin.
 pub async fn call(method: reqwest::Method, url: &str, body: Option<&str>) -> (u16, String, Value) {
+    call_as(Some(admin_token()), method, url, body).await
+}
+
+/// [`call`] with this token, or none.
+pub async fn call_as(
+    token: Option<&str>,
+    method: reqwest::Method,
+    url: &str,
+    body: Option<&str>,
+) -> (u16, String, Value) {
     let mut req = reqwest::Client::new()
         .request(method, url)
         .timeout(Duration::from_secs(300));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
     if let Some(b) = body {
         req = req
             .header("content-type", "application/json")

@@ -117,6 +117,7 @@ pub async fn envd(server: &str, args: &[&str]) -> (i32, String, String) {
     let out = tokio::process::Command::new(envd_bin())
         .args(args)
         .env("ENVD_URL", server)
+        .env("ENVD_TOKEN", http::admin_token())
         .output()
         .await
         .unwrap();

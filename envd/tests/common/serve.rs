@@ -13,6 +13,17 @@ impl Serve {
     /// `envd serve --listen 127.0.0.1:<port> --data-dir <data> <args…>`, aborting at
     /// `abort_at` (see envd::faults) when given.
     pub fn start(data: &Path, port: u16, args: &[&str], abort_at: Option<&str>) -> Serve {
+        // envd takes its admin token from the data dir: the tests' own.
+        let token_file = data.join("admin-token");
+        if !token_file.exists() {
+            std::fs::create_dir_all(data).unwrap();
+            std::fs::write(&token_file, format!("{}\n", super::http::admin_token())).unwrap();
+        }
+        Self::spawn(data, port, args, abort_at)
+    }
+
+    /// [`Serve::start`] leaving the data dir as it is (a first start makes its token).
+    pub fn spawn(data: &Path, port: u16, args: &[&str], abort_at: Option<&str>) -> Serve {
         let mut cmd = Command::new(super::envd_bin());
         cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .arg("--data-dir")
