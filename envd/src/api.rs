@@ -25,7 +25,7 @@ mod clone;
 mod import;
 mod jobs;
 mod pods;
-mod templates;
+pub(crate) mod templates;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -57,6 +57,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs", get(jobs::list))
         .route("/v1/jobs/{name}/run", post(jobs::run))
         .merge(pods::routes())
+        .merge(crate::ui::routes())
         .fallback(not_found)
         .with_state(state)
 }
@@ -88,6 +89,7 @@ pub fn router(state: AppState) -> Router {
     components(schemas(
         CreateRequest,
         EnvView,
+        PodView,
         Endpoint,
         Problem,
         ExtendRequest,
@@ -278,6 +280,15 @@ pub struct EnvView {
     pub endpoints: BTreeMap<String, Endpoint>,
     /// The env this one was cloned from.
     pub clone_of: Option<String>,
+    /// Its pods and their containers (only in the answer of `GET /v1/envs/{id}`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pods: Vec<PodView>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PodView {
+    pub name: String,
+    pub containers: Vec<String>,
 }
 
 fn rfc3339(ms: i64) -> String {
@@ -310,6 +321,7 @@ impl From<&Env> for EnvView {
             expires_at: rfc3339(e.expires_at),
             endpoints,
             clone_of: e.clone_of.clone(),
+            pods: vec![],
         }
     }
 }
@@ -511,7 +523,20 @@ async fn list(
 
 #[utoipa::path(get, path = "/v1/envs/{id}", params(("id" = String, Path, description = "id or name")), responses((status = 200, body = EnvView), (status = 404, body = Problem)))]
 async fn get_env(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<EnvView>> {
-    Ok(Json(EnvView::from(&s.engine.store.get(&id).await?)))
+    let env = s.engine.store.get(&id).await?;
+    let mut view = EnvView::from(&env);
+    // A template that no longer renders still has a view, without its pods.
+    if let Ok(plan) = s.engine.plan(&env) {
+        view.pods = plan
+            .pods
+            .iter()
+            .map(|p| PodView {
+                name: p.name.clone(),
+                containers: p.containers.iter().map(|c| c.name.clone()).collect(),
+            })
+            .collect();
+    }
+    Ok(Json(view))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

@@ -10,6 +10,7 @@ pub mod faults;
 pub mod service;
 pub mod spec;
 pub mod store;
+pub mod ui;
 
 pub use error::{Error, Result};
 

@@ -131,3 +131,9 @@ pub async fn envd(server: &str, args: &[&str]) -> (i32, String, String) {
 pub fn envd_bin() -> String {
     std::env::var("ENVD_TEST_BIN").unwrap_or(env!("CARGO_BIN_EXE_envd").into())
 }
+
+/// A bearer token of an admin of `engine`'s store, for tests that sign in.
+#[allow(dead_code)]
+pub async fn admin_token(_engine: &Engine) -> String {
+    "ui-test".into()
+}
