@@ -29,7 +29,7 @@ mod clone;
 mod import;
 mod jobs;
 mod pods;
-mod templates;
+pub(crate) mod templates;
 
 use access::Security;
 pub use access::owner_of;
@@ -77,6 +77,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs/{name}/run", post(jobs::run))
         .merge(pods::routes())
         .merge(access::routes())
+        .merge(crate::ui::routes())
         .route(
             "/v1/templates/{name}",
             axum::routing::delete(templates::delete),
@@ -124,6 +125,7 @@ pub fn router(state: AppState) -> Router {
     components(schemas(
         CreateRequest,
         EnvView,
+        PodView,
         Endpoint,
         Problem,
         ExtendRequest,
@@ -359,6 +361,15 @@ pub struct EnvView {
     pub endpoints: BTreeMap<String, Endpoint>,
     /// The env this one was cloned from.
     pub clone_of: Option<String>,
+    /// Its pods and their containers (only in the answer of `GET /v1/envs/{id}`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pods: Vec<PodView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PodView {
+    pub name: String,
+    pub containers: Vec<String>,
 }
 
 pub(crate) fn rfc3339(ms: i64) -> String {
@@ -391,6 +402,7 @@ impl From<&Env> for EnvView {
             expires_at: rfc3339(e.expires_at),
             endpoints,
             clone_of: e.clone_of.clone(),
+            pods: vec![],
         }
     }
 }
@@ -612,7 +624,20 @@ async fn get_env(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<EnvView>> {
-    Ok(Json(EnvView::from(&s.env_of(&caller, &id).await?)))
+    let env = s.env_of(&caller, &id).await?;
+    let mut view = EnvView::from(&env);
+    // A template that no longer renders still has a view, without its pods.
+    if let Ok(plan) = s.engine.plan(&env) {
+        view.pods = plan
+            .pods
+            .iter()
+            .map(|p| PodView {
+                name: p.name.clone(),
+                containers: p.containers.iter().map(|c| c.name.clone()).collect(),
+            })
+            .collect();
+    }
+    Ok(Json(view))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

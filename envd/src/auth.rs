@@ -257,7 +257,7 @@ async fn admit(
         Access::Metrics if !gate.cfg.guard_metrics => return Ok(None),
         Access::OpenApi if !gate.cfg.guard_openapi => return Ok(None),
         Access::Metrics | Access::OpenApi => &Role::ALL[..],
-        Access::Roles(roles) => roles,
+        Access::Roles(roles) | Access::Page(roles) => roles,
     };
     let caller = authenticate(gate, auth).await?;
     if !roles.contains(&caller.role) {
@@ -273,6 +273,45 @@ async fn admit(
         ));
     }
     Ok(Some(caller))
+}
+
+/// The request's token: the Authorization header, else the web UI's session cookie.
+fn credential(headers: &axum::http::HeaderMap) -> Option<HeaderValue> {
+    if let Some(v) = headers.get(header::AUTHORIZATION) {
+        return Some(v.clone());
+    }
+    let token = crate::ui::session::token(headers)?;
+    HeaderValue::from_str(&format!("Bearer {token}")).ok()
+}
+
+/// A request that changes something on the strength of the session cookie alone must
+/// carry the page's CSRF token (a bearer header cannot be sent by another site's page).
+fn session_csrf(req: &Request) -> Option<ApiError> {
+    let h = req.headers();
+    let by_cookie =
+        h.get(header::AUTHORIZATION).is_none() && crate::ui::session::token(h).is_some();
+    let changes = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let sign_in = matches!(req.uri().path(), "/login" | "/logout");
+    if !by_cookie || !changes || sign_in || crate::ui::session::csrf_ok(h, None) {
+        return None;
+    }
+    Some(problem(
+        StatusCode::FORBIDDEN,
+        "CSRF token missing",
+        "a request signed in by the browser's session must carry the page's X-CSRF-Token header; reload the page".into(),
+    ))
+}
+
+/// Whether `token` may open a web UI session: its caller, or the 401 saying why not.
+pub async fn check_token(
+    store: &Store,
+    cfg: &AuthConfig,
+    token: &str,
+) -> std::result::Result<Caller, ApiError> {
+    let value = HeaderValue::from_str(&format!("Bearer {token}"))
+        .map_err(|_| unauthorized("a token has no spaces or control characters".into()))?;
+    let gate = Gate::new(cfg.clone(), store.clone());
+    authenticate(&gate, Some(&value)).await
 }
 
 /// The middleware of every route: origin, token, rule, then the handler; audits mutations.
@@ -293,19 +332,11 @@ pub async fn guard(State(gate): State<Arc<Gate>>, mut req: Request, next: Next) 
         .map(|c| c.0.to_string())
         .unwrap_or_else(|| "unknown".into());
     let target = req.uri().path().to_string();
-    let refused = origin::check(&gate.cfg, &req);
+    let refused = origin::check(&gate.cfg, &req).or_else(|| session_csrf(&req));
+    let credential = credential(req.headers());
     let outcome = match refused {
         Some(e) => Err(e),
-        None => {
-            admit(
-                &gate,
-                rule,
-                &method,
-                &route,
-                req.headers().get(header::AUTHORIZATION),
-            )
-            .await
-        }
+        None => admit(&gate, rule, &method, &route, credential.as_ref()).await,
     };
     let (caller, resp) = match outcome {
         Ok(caller) => {
@@ -313,6 +344,14 @@ pub async fn guard(State(gate): State<Arc<Gate>>, mut req: Request, next: Next) 
                 req.extensions_mut().insert(c.clone());
             }
             (caller, next.run(req).await)
+        }
+        Err(e)
+            if e.0 == StatusCode::UNAUTHORIZED
+                && rule.is_some_and(|r| matches!(r.access, Access::Page(_))) =>
+        {
+            let back = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            let to = format!("/login?next={}", crate::urlencode(back));
+            (None, axum::response::Redirect::to(&to).into_response())
         }
         Err(e) => {
             let mut resp = e.into_response();

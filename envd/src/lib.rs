@@ -13,6 +13,7 @@ pub mod quota;
 pub mod service;
 pub mod spec;
 pub mod store;
+pub mod ui;
 
 pub use error::{Error, Result};
 

@@ -296,7 +296,7 @@ fn describe(op: &mut utoipa::openapi::path::Operation, path: &str, rule: &auth::
         serde_json::json!(match rule.access {
             Access::Open => "none",
             Access::Metrics | Access::OpenApi => "configurable",
-            Access::Roles(_) => "required",
+            Access::Roles(_) | Access::Page(_) => "required",
         }),
     );
     op.extensions

@@ -5,6 +5,8 @@ use axum::extract::State;
 use serde::Serialize;
 
 use super::{ApiResult, AppState};
+use crate::catalog::Catalog;
+use crate::error::Result;
 use crate::spec::Question;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -23,25 +25,46 @@ pub struct TemplateView {
 
 #[utoipa::path(get, path = "/v1/templates", responses((status = 200, body = [TemplateView], description = "the catalog")))]
 pub async fn templates(State(s): State<AppState>) -> ApiResult<Json<Vec<TemplateView>>> {
+    Ok(Json(views(&s.catalog)?))
+}
+
+/// Every template of the catalog, described by its latest version.
+pub fn views(catalog: &Catalog) -> Result<Vec<TemplateView>> {
     let mut out = vec![];
-    for (name, versions) in s.catalog.all()? {
-        let latest = s.catalog.get(&name)?;
-        let (description, variables, error) =
-            match crate::spec::questions::describe(&latest.origin, &latest.text) {
-                Ok((d, qs)) => (d, qs.iter().map(Question::shown).collect(), None),
-                Err(e) => (String::new(), vec![], Some(e.to_string())),
-            };
+    for (name, versions) in catalog.all()? {
         let mut versions: Vec<String> = versions.into_keys().collect();
         versions.sort_by(|a, b| crate::catalog::version_cmp(a, b));
-        out.push(TemplateView {
-            name,
-            versions,
-            description,
-            variables,
-            error,
-        });
+        out.push(describe(catalog, &name, versions)?);
     }
-    Ok(Json(out))
+    Ok(out)
+}
+
+/// One template (`name` or `name:version`), described by that version.
+pub fn view(catalog: &Catalog, spec: &str) -> Result<TemplateView> {
+    let name = spec.split_once(':').map_or(spec, |(n, _)| n);
+    let mut versions: Vec<String> = catalog
+        .all()?
+        .remove(name)
+        .map(|v| v.into_keys().collect())
+        .unwrap_or_default();
+    versions.sort_by(|a, b| crate::catalog::version_cmp(a, b));
+    describe(catalog, spec, versions)
+}
+
+fn describe(catalog: &Catalog, spec: &str, versions: Vec<String>) -> Result<TemplateView> {
+    let source = catalog.get(spec)?;
+    let (description, variables, error) =
+        match crate::spec::questions::describe(&source.origin, &source.text) {
+            Ok((d, qs)) => (d, qs.iter().map(Question::shown).collect(), None),
+            Err(e) => (String::new(), vec![], Some(e.to_string())),
+        };
+    Ok(TemplateView {
+        name: source.name,
+        versions,
+        description,
+        variables,
+        error,
+    })
 }
 
 #[derive(serde::Deserialize, utoipa::IntoParams)]

@@ -17,6 +17,8 @@ pub enum Access {
     OpenApi,
     /// A token of one of these roles. Env routes also scope to the token's owner.
     Roles(&'static [Role]),
+    /// A web UI page for these roles: without a valid session the browser is sent to sign in.
+    Page(&'static [Role]),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -72,6 +74,24 @@ pub const RULES: &[Rule] = &[
     r("GET", "/v1/audit", ADMIN, false),
 ];
 
+const PAGE: Access = Access::Page(&[Viewer, User, Ci, Admin]);
+
+/// The web UI's routes: pages (their data comes from the API, under the API's rules),
+/// sign-in and the embedded assets. Not part of the API document.
+pub const PAGES: &[Rule] = &[
+    r("GET", "/", PAGE, false),
+    r("GET", "/catalog", PAGE, false),
+    r("GET", "/catalog/{name}", PAGE, false),
+    r("GET", "/envs/{id}", PAGE, false),
+    r("GET", "/jobs", Access::Page(&[Admin]), false),
+    r("GET", "/ui/fields/{name}", PAGE, false),
+    r("GET", "/ui/static/{file}", Access::Open, false),
+    // Sign-in checks the token and the form's CSRF field itself.
+    r("GET", "/login", Access::Open, false),
+    r("POST", "/login", Access::Open, false),
+    r("POST", "/logout", Access::Open, false),
+];
+
 /// The rule of a request; HEAD is checked as GET (the router answers it with GET's handler).
 pub fn find(method: &Method, route: &str) -> Option<&'static Rule> {
     let m = if method == Method::HEAD {
@@ -79,13 +99,16 @@ pub fn find(method: &Method, route: &str) -> Option<&'static Rule> {
     } else {
         method.as_str()
     };
-    RULES.iter().find(|r| r.method == m && r.path == route)
+    RULES
+        .iter()
+        .chain(PAGES)
+        .find(|r| r.method == m && r.path == route)
 }
 
 /// The roles a rule admits, for the README matrix and the OpenAPI document.
 pub fn roles(rule: &Rule) -> Vec<Role> {
     match rule.access {
-        Access::Roles(r) => r.to_vec(),
+        Access::Roles(r) | Access::Page(r) => r.to_vec(),
         _ => Role::ALL.to_vec(),
     }
 }
