@@ -17,6 +17,12 @@ async fn app() -> (axum::Router, crate::engine::tests::Fake) {
         engine: f.engine.clone(),
         catalog: f.catalog.clone(),
         limits: Limits::default(),
+        // The engine is under test here; who may call what is tests/authz.rs's.
+        auth: crate::auth::AuthConfig {
+            disabled: true,
+            ..Default::default()
+        },
+        quotas: std::sync::Arc::new(crate::quota::Admission::new(Default::default())),
     };
     (router(state), f)
 }
