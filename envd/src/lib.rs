@@ -7,6 +7,7 @@ pub mod doctor;
 pub mod engine;
 pub mod error;
 pub mod faults;
+pub mod hostfs;
 pub mod service;
 pub mod spec;
 pub mod store;

@@ -7,6 +7,7 @@ mod clone;
 mod events;
 mod exec;
 mod jobs;
+mod logsink;
 mod node;
 mod order;
 mod podops;
@@ -33,6 +34,7 @@ use crate::store::{Env, State, Store};
 pub use events::watch_host_events;
 pub use exec::{Exec, ExecHandle, ExecOutput, ExecRequest, ExecTarget};
 pub use jobs::{JOBS, JobReport, JobView, JobsConfig, parse_schedule, spawn_scheduler};
+pub use logsink::LogLimits;
 pub use node::{NodeMode, host_docker, host_docker_at};
 pub use podops::PodChange;
 pub use ready::check;
@@ -67,6 +69,10 @@ pub struct EngineConfig {
     /// Limits of a container whose template gives none (cores; bytes).
     pub default_cpus: Option<f64>,
     pub default_memory: Option<i64>,
+    /// Host directories `dirs:` sources may come from; checked again at every copy.
+    pub dirs_roots: Vec<PathBuf>,
+    /// Bounds of log collection at teardown.
+    pub logs: LogLimits,
 }
 
 impl EngineConfig {
@@ -90,6 +96,8 @@ impl EngineConfig {
             docker_host: None,
             default_cpus: None,
             default_memory: None,
+            dirs_roots: vec![],
+            logs: LogLimits::default(),
         }
     }
 

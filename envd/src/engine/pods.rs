@@ -3,7 +3,7 @@
 //! each other by name on the inner network `envd`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
 
 use bollard::Docker;
 use bollard::models::{
@@ -159,12 +159,37 @@ pub(super) async fn ensure_pod(
     once: bool,
 ) -> Result<bool> {
     // The pod's log dir, made from the host side of the node's data root: writable by the
-    // unprivileged users database images run as.
-    let host_log_dir = node.log_dir().join(&pod.name);
-    std::fs::create_dir_all(&host_log_dir)
-        .io_ctx(|| format!("creating {}", host_log_dir.display()))?;
-    std::fs::set_permissions(&host_log_dir, std::fs::Permissions::from_mode(0o777))
-        .io_ctx(|| format!("opening {}", host_log_dir.display()))?;
+    // unprivileged users database images run as. The stubs container can write the log
+    // tree, so nothing below the data root is followed if it is a link (hostfs).
+    let root = node.data_root.clone();
+    let pod_name = pod.name.clone();
+    tokio::task::spawn_blocking(move || {
+        crate::hostfs::ensure_dir(&root, &[LOG_DIR, &pod_name], 0o777)
+    })
+    .await
+    .map_err(|e| Error::step("pods", format!("creating a log dir: {e}")))?
+    .io_ctx(|| {
+        format!(
+            "creating the log dir {} (a link there is refused, never followed)",
+            node.log_dir().join(&pod.name).display()
+        )
+    })?;
+
+    // A directory uploaded with the create goes where the pod's `dirs:` say.
+    let uploaded;
+    let pod = if pod.containers.iter().any(|c| !c.dirs.is_empty())
+        && let Some(b64) = engine.store.upload_of(&env.id, &pod.name).await?
+    {
+        let mut p = pod.clone();
+        let gz = crate::spec::uploads::decode(&BTreeMap::from([(pod.name.clone(), b64)]));
+        for d in p.containers.iter_mut().flat_map(|c| c.dirs.iter_mut()) {
+            d.upload = gz.get(&pod.name).cloned();
+        }
+        uploaded = p;
+        &uploaded
+    } else {
+        pod
+    };
 
     let ports: HashMap<String, Option<Vec<PortBinding>>> = pod
         .ports
@@ -210,16 +235,22 @@ pub(super) async fn ensure_pod(
         }),
         ..Default::default()
     };
-    let restarted_pause = ensure_container(inner, &pod.name, pause, &[], &[], false).await?;
+    let restarted_pause = ensure_container(inner, &pod.name, pause, &[], &[], &[], false).await?;
     let mut started = restarted_pause;
 
-    let log_bind = if pod.name == STUBS_POD {
-        format!("/var/lib/docker/{LOG_DIR}:/var/log/envd")
+    // Every pod writes only its own log dir; the sidecar reads the others' (to serve them
+    // as one archive) but cannot replace them.
+    let own_logs = format!(
+        "/var/lib/docker/{LOG_DIR}/{p}:/var/log/envd/{p}",
+        p = pod.name
+    );
+    let log_binds = if pod.name == STUBS_POD {
+        vec![
+            format!("/var/lib/docker/{LOG_DIR}:/var/log/envd:ro"),
+            own_logs,
+        ]
     } else {
-        format!(
-            "/var/lib/docker/{LOG_DIR}/{p}:/var/log/envd/{p}",
-            p = pod.name
-        )
+        vec![own_logs]
     };
     for c in &pod.containers {
         let name = format!("{}-{}", pod.name, c.name);
@@ -237,7 +268,7 @@ pub(super) async fn ensure_pod(
             labels: Some(labels(env, &pod.name, &c.name, "pod")),
             host_config: Some(HostConfig {
                 network_mode: Some(format!("container:{}", pod.name)),
-                binds: Some(vec![log_bind.clone()]),
+                binds: Some(log_binds.clone()),
                 memory,
                 nano_cpus: c
                     .cpus
@@ -251,7 +282,16 @@ pub(super) async fn ensure_pod(
         if restarted_pause {
             let _ = inner.stop_container(&name, None).await;
         }
-        started |= ensure_container(inner, &name, body, &c.files, &c.dirs, once).await?;
+        started |= ensure_container(
+            inner,
+            &name,
+            body,
+            &c.files,
+            &c.dirs,
+            &engine.cfg.dirs_roots,
+            once,
+        )
+        .await?;
     }
     Ok(started)
 }
@@ -265,6 +305,7 @@ async fn ensure_container(
     body: ContainerCreateBody,
     files: &[File],
     dirs: &[Dir],
+    roots: &[PathBuf],
     once: bool,
 ) -> Result<bool> {
     let image = body.image.clone().unwrap_or_default();
@@ -303,7 +344,7 @@ async fn ensure_container(
                 });
             }
         }
-        upload_files(inner, name, files, dirs).await?;
+        upload_files(inner, name, files, dirs, roots).await?;
     }
     inner
         .start_container(name, None)
@@ -319,11 +360,16 @@ pub(super) async fn upload_files(
     name: &str,
     files: &[File],
     dirs: &[Dir],
+    roots: &[PathBuf],
 ) -> Result<()> {
     if files.is_empty() && dirs.is_empty() {
         return Ok(());
     }
-    let tar = super::upload::container_tar(files, dirs)?;
+    let (files, dirs, roots) = (files.to_vec(), dirs.to_vec(), roots.to_vec());
+    let tar =
+        tokio::task::spawn_blocking(move || super::upload::container_tar(&files, &dirs, &roots))
+            .await
+            .map_err(|e| Error::step("pods", format!("packing files: {e}")))??;
     let opts = UploadToContainerOptionsBuilder::default().path("/").build();
     inner
         .upload_to_container(name, Some(opts), bollard::body_full(tar.into()))

@@ -59,8 +59,10 @@ pub async fn clone(store: &Store, limits: &Limits, source: &str, req: CloneReque
         env_name: name.clone(),
         node_ip: "0.0.0.0".into(),
     };
-    let plan = Plan::render(&src.template, &src.template_src, &src.answers, &facts)?;
-    crate::spec::dirs::check_sources(&plan)?;
+    let mut plan = Plan::render(&src.template, &src.template_src, &src.answers, &facts)?;
+    let uploads = store.uploads(&src.id).await?;
+    crate::spec::uploads::apply(&mut plan, &crate::spec::uploads::decode(&uploads));
+    crate::spec::dirs::check_sources(&plan, &limits.dirs_roots)?;
     let new = NewEnv {
         id,
         name,
@@ -78,6 +80,10 @@ pub async fn clone(store: &Store, limits: &Limits, source: &str, req: CloneReque
     };
     match store.create_env(new).await? {
         Created::New(env) | Created::Existing(env) => {
+            // The uploaded directories go with it.
+            for (pod, data) in &uploads {
+                store.put_upload(&env.id, pod, data).await?;
+            }
             let what = if req.with_data {
                 "with its data"
             } else {

@@ -40,13 +40,15 @@ pub async fn serve_engine(engine: Arc<Engine>) -> String {
 }
 
 pub async fn serve_catalog(engine: Arc<Engine>, catalog: Catalog) -> String {
+    let limits = Limits {
+        default_ttl: Duration::from_secs(600),
+        max_ttl: Duration::from_secs(7200),
+        dirs_roots: engine.cfg.dirs_roots.clone(),
+    };
     let app = router(AppState {
         engine,
         catalog,
-        limits: Limits {
-            default_ttl: Duration::from_secs(600),
-            max_ttl: Duration::from_secs(7200),
-        },
+        limits,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
