@@ -769,8 +769,9 @@ async fn logs(
         return Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response());
     }
     let path = s.engine.cfg.archive_path(&env.id);
-    match tokio::fs::read(&path).await {
-        Ok(bytes) => Ok((
+    // Streamed from disk: an archive may be hundreds of megabytes.
+    match tokio::fs::File::open(&path).await {
+        Ok(file) => Ok((
             [
                 (header::CONTENT_TYPE, "application/gzip".to_string()),
                 (
@@ -778,7 +779,7 @@ async fn logs(
                     format!("attachment; filename=\"{}.tar.gz\"", env.name),
                 ),
             ],
-            bytes,
+            axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file)),
         )
             .into_response()),
         Err(_) => Err(ApiError(

@@ -15,6 +15,7 @@ use envd::store::Event;
 mod auth;
 mod catalog;
 mod clone;
+mod dirs;
 mod init;
 mod pods;
 mod templates;
@@ -221,6 +222,10 @@ pub struct CreateArgs {
     /// Init data for a pod's database (repeatable): mysql=seed.sql, mongo=orders.json, redis=keys.redis.
     #[arg(long = "init", value_name = "POD=FILE")]
     init: Vec<String>,
+    /// A local directory for a pod's `dirs:` paths (repeatable), e.g. app=./src; packed and
+    /// sent with the request (at most 4 MiB compressed in all).
+    #[arg(long = "dir", value_name = "POD=DIR")]
+    dirs: Vec<String>,
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     output: Output,
 }
@@ -327,6 +332,7 @@ async fn run_inner(cmd: ClientCmd) -> Result<(), Fail> {
                 "template": a.template, "answers": pairs("--set", &a.set)?, "name": a.name, "key": a.key,
                 "recreate": a.recreate, "ttl": a.ttl, "labels": pairs("--label", &a.labels)?, "keep_on_failure": a.keep_on_failure,
                 "init": init::read(&a.init)?,
+                "dirs": dirs::read(&a.dirs)?,
             });
             let (_, env) = call(Method::POST, &a.c, "/v1/envs", Some(body)).await?;
             settle(&a.c, env, a.wait, &a.timeout, a.output).await

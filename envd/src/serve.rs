@@ -106,6 +106,19 @@ pub struct ServeArgs {
     /// Creates and clones per owner in any minute (default 30).
     #[arg(long, env = "ENVD_QUOTA_CREATES_PER_MINUTE")]
     quota_creates_per_minute: Option<u32>,
+    /// A host directory whose subdirectories templates may copy into containers (`dirs:`
+    /// sources); repeat for more. None by default: no host directory is copied.
+    #[arg(long = "dirs-root", env = "ENVD_DIRS_ROOTS", value_delimiter = ',')]
+    dirs_root: Vec<PathBuf>,
+    /// Bytes kept of one container's output or log file at collection, e.g. 64m.
+    #[arg(long, env = "ENVD_LOG_MAX_FILE")]
+    log_max_file: Option<String>,
+    /// Bytes kept of all of one env's logs, e.g. 512m.
+    #[arg(long, env = "ENVD_LOG_MAX_ENV")]
+    log_max_env: Option<String>,
+    /// Log collection stops after this (the archive is marked partial), e.g. 5m.
+    #[arg(long, env = "ENVD_LOG_COLLECT_TIMEOUT")]
+    log_collect_timeout: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -136,6 +149,10 @@ struct FileConfig {
     guard_openapi: Option<bool>,
     allowed_origins: Option<Vec<String>>,
     quota: Option<envd::quota::QuotaTable>,
+    dirs_roots: Option<Vec<PathBuf>>,
+    log_max_file: Option<String>,
+    log_max_env: Option<String>,
+    log_collect_timeout: Option<String>,
 }
 
 pub struct Config {
@@ -210,7 +227,39 @@ fn resolve(a: ServeArgs) -> anyhow::Result<Config> {
             defaults.default_ttl,
         )?,
         max_ttl: dur("max_ttl", a.max_ttl.or(file.max_ttl), defaults.max_ttl)?,
+        dirs_roots: dirs_roots(if a.dirs_root.is_empty() {
+            file.dirs_roots.unwrap_or_default()
+        } else {
+            a.dirs_root
+        })?,
     };
+    engine.dirs_roots = limits.dirs_roots.clone();
+    let bytes = |field: &str, v: Option<String>, d: u64| -> anyhow::Result<u64> {
+        match v {
+            Some(m) => {
+                let b =
+                    envd::spec::parse_memory(&m).map_err(|r| anyhow::anyhow!("{field}: {r}"))?;
+                u64::try_from(b).with_context(|| format!("{field}: `{m}` is negative"))
+            }
+            None => Ok(d),
+        }
+    };
+    let logs = &mut engine.logs;
+    logs.per_file = bytes(
+        "log_max_file",
+        a.log_max_file.or(file.log_max_file),
+        logs.per_file,
+    )?;
+    logs.per_env = bytes(
+        "log_max_env",
+        a.log_max_env.or(file.log_max_env),
+        logs.per_env,
+    )?;
+    logs.time = dur(
+        "log_collect_timeout",
+        a.log_collect_timeout.or(file.log_collect_timeout),
+        logs.time,
+    )?;
     let jobs = &mut engine.jobs;
     for (job, expr) in [
         ("reap", a.reap_schedule.or(file.reap_schedule)),
@@ -384,10 +433,31 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         cfg.listen,
         cfg.database_url
     );
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown())
-        .await?;
+    // Graceful, within a deadline: an open event stream or exec WebSocket never ends on
+    // its own, and must not keep envd from stopping.
+    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown().await;
+        let _ = stopping.send(());
+    });
+    let deadline = async move {
+        if stopped.await.is_ok() {
+            tokio::time::sleep(SHUTDOWN_DEADLINE).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        r = server => r?,
+        _ = deadline => tracing::warn!(
+            "connections still open {} s after the stop signal: closing them",
+            SHUTDOWN_DEADLINE.as_secs()
+        ),
+    }
     tracing::info!("envd stopped; unfinished steps resume at the next start");
     Ok(())
 }
@@ -440,6 +510,31 @@ async fn shutdown() {
         _ = ctrl_c => {},
         _ = term.recv() => {},
     }
+}
+
+/// How long a stop waits for open requests and streams.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The operator's roots as real paths (a root may itself be a link the operator made).
+fn dirs_roots(roots: Vec<PathBuf>) -> anyhow::Result<Vec<PathBuf>> {
+    roots
+        .into_iter()
+        .map(|r| {
+            anyhow::ensure!(
+                r.is_absolute(),
+                "dirs_roots: `{}` is not an absolute path",
+                r.display()
+            );
+            let real = std::fs::canonicalize(&r)
+                .with_context(|| format!("dirs_roots: `{}` is not a directory", r.display()))?;
+            anyhow::ensure!(
+                real.is_dir() && real != std::path::Path::new("/"),
+                "dirs_roots: `{}` is not a directory other than /",
+                r.display()
+            );
+            Ok(real)
+        })
+        .collect()
 }
 
 #[cfg(test)]

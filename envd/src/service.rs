@@ -15,10 +15,15 @@ use crate::store::{Created, Env, NewEnv, Store, now_ms, short_id};
 mod clone;
 pub use clone::{CloneRequest, clone, clone_admitted};
 
+/// A template's render at create; its fuel ends it well before.
+const RENDER_TIMEOUT: Duration = Duration::from_secs(10);
+
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub default_ttl: Duration,
     pub max_ttl: Duration,
+    /// Host directories `dirs:` sources may come from (`--dirs-root`); none by default.
+    pub dirs_roots: Vec<std::path::PathBuf>,
 }
 
 impl Default for Limits {
@@ -26,6 +31,7 @@ impl Default for Limits {
         Limits {
             default_ttl: Duration::from_secs(2 * 3600),
             max_ttl: Duration::from_secs(7 * 24 * 3600),
+            dirs_roots: vec![],
         }
     }
 }
@@ -61,6 +67,11 @@ pub struct CreateRequest {
     /// (`*.sql` mysql, `*.json` mongo, `*.redis` redis); at most 8 MiB in all.
     #[serde(default)]
     pub init: crate::spec::init::Init,
+    /// Directories by pod, copied into the pod's `dirs:` paths instead of host
+    /// directories: base64 of a gzip'd tar of the directory's contents; at most 4 MiB
+    /// compressed in all (`envd create --dir POD=DIR` makes them).
+    #[serde(default)]
+    pub dirs: crate::spec::uploads::Uploads,
 }
 
 pub fn parse_ttl(field: &str, s: &str, limits: &Limits) -> Result<Duration> {
@@ -137,14 +148,30 @@ pub async fn create_admitted(
     };
     // Every bad answer at once, before anything is stored; generated passwords are made
     // here, once, and stored with the answers so each later render sees the same ones.
-    let (answers, plan) = crate::spec::answers::complete(&tpl.origin, &tpl.text, &req.answers)
-        .and_then(|answers| {
-            let plan = Plan::render(&tpl.origin, &tpl.text, &answers, &facts)?;
+    // On a blocking thread and bounded in time (rendering is bounded by fuel as well).
+    let (origin, text, given) = (tpl.origin.clone(), tpl.text.clone(), req.answers.clone());
+    let render = tokio::task::spawn_blocking(move || {
+        crate::spec::answers::complete(&origin, &text, &given).and_then(|answers| {
+            let plan = Plan::render(&origin, &text, &answers, &facts)?;
             Ok((answers, plan))
         })
+    });
+    let (answers, plan) = tokio::time::timeout(RENDER_TIMEOUT, render)
+        .await
+        .map_err(|_| {
+            Error::invalid(
+                &tpl.origin,
+                "(template)",
+                "rendering took longer than 10 s; simplify the template",
+            )
+        })?
+        .map_err(|e| Error::step("render", e.to_string()))?
         .map_err(answers_error)?;
     crate::spec::init::validate(&req.init, &plan)?;
-    crate::spec::dirs::check_sources(&plan)?;
+    let mut plan = plan;
+    let uploads = crate::spec::uploads::validate(&req.dirs, &plan)?;
+    crate::spec::uploads::apply(&mut plan, &uploads);
+    crate::spec::dirs::check_sources(&plan, &limits.dirs_roots)?;
     let owner = req.owner.clone().unwrap_or_else(|| "anonymous".into());
     let live = match &req.key {
         Some(key) => store.live_by_key(&owner, key).await?,
@@ -185,7 +212,13 @@ pub async fn create_admitted(
         clone_of: None,
         with_data: false,
     };
-    store.create_env(new).await
+    let created = store.create_env(new).await?;
+    if let Created::New(env) = &created {
+        for (pod, data) in &req.dirs {
+            store.put_upload(&env.id, pod, data).await?;
+        }
+    }
+    Ok(created)
 }
 
 /// Errors of the answers, worded as the request's (they are its fields), naming the template.

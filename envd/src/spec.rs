@@ -14,6 +14,7 @@ pub mod answers;
 pub mod dirs;
 pub mod init;
 pub mod questions;
+pub mod uploads;
 
 pub use dirs::Dir;
 mod change;
@@ -179,10 +180,13 @@ impl Plan {
         ctx.insert("pods".into(), facts::pods_value(&doc));
         let mut jinja = Environment::new();
         jinja.set_undefined_behavior(UndefinedBehavior::Strict);
+        // Bounds each string's render in time and memory: nested loops end with an error.
+        jinja.set_fuel(Some(RENDER_FUEL));
+        let mut budget = MAX_RENDERED_BYTES;
         if let Value::Mapping(map) = &mut doc {
             for key in ["pods", "stubs"] {
                 if let Some(v) = map.get_mut(key) {
-                    render_strings(source_name, &jinja, &ctx, v, key)?;
+                    render_strings(source_name, &jinja, &ctx, v, key, &mut budget)?;
                 }
             }
         }
@@ -433,28 +437,46 @@ fn path_suffix(p: &str) -> String {
     }
 }
 
+/// Fuel of one string's render (minijinja: about one instruction or 64 bytes each).
+const RENDER_FUEL: u64 = 500_000;
+/// All rendered strings of one template together.
+const MAX_RENDERED_BYTES: usize = 16 << 20;
+
 fn render_strings(
     src: &str,
     jinja: &Environment,
     ctx: &HashMap<String, minijinja::Value>,
     v: &mut Value,
     path: &str,
+    budget: &mut usize,
 ) -> Result<()> {
     match v {
         Value::String(s) if s.contains("{{") || s.contains("{%") => {
-            *s = jinja
-                .render_str(s, ctx)
-                .map_err(|e| Error::invalid(src, path, format!("template error: {e}")))?;
+            *s = jinja.render_str(s, ctx).map_err(|e| {
+                let why = if e.kind() == minijinja::ErrorKind::OutOfFuel {
+                    "the template does too much work here (nested loops?); simplify it".into()
+                } else {
+                    format!("template error: {e}")
+                };
+                Error::invalid(src, path, why)
+            })?;
+            *budget = budget.checked_sub(s.len()).ok_or_else(|| {
+                Error::invalid(
+                    src,
+                    path,
+                    format!("the rendered template is larger than {MAX_RENDERED_BYTES} bytes"),
+                )
+            })?;
         }
         Value::Sequence(items) => {
             for (i, item) in items.iter_mut().enumerate() {
-                render_strings(src, jinja, ctx, item, &format!("{path}[{i}]"))?;
+                render_strings(src, jinja, ctx, item, &format!("{path}[{i}]"), budget)?;
             }
         }
         Value::Mapping(map) => {
             for (k, item) in map.iter_mut() {
                 let key = k.as_str().unwrap_or("?");
-                render_strings(src, jinja, ctx, item, &format!("{path}.{key}"))?;
+                render_strings(src, jinja, ctx, item, &format!("{path}.{key}"), budget)?;
             }
         }
         _ => {}

@@ -129,6 +129,9 @@ impl Store {
         } else {
             url.to_string()
         };
+        if let Some(path) = sqlite_file(&url) {
+            private_file(&path)?;
+        }
         let pool = AnyPoolOptions::new()
             .max_connections(if postgres { 10 } else { 4 })
             .acquire_timeout(Duration::from_secs(10))
@@ -512,6 +515,16 @@ impl Store {
             .collect()
     }
 
+    /// Every lease as (ip, env id, taken at in ms).
+    pub async fn leases_since(&self) -> Result<Vec<(String, String, i64)>> {
+        let rows = sqlx::query("SELECT ip, env_id, created_at FROM leases ORDER BY ip")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect()
+    }
+
     pub async fn lease_count(&self) -> Result<i64> {
         let row = sqlx::query("SELECT COUNT(*) FROM leases")
             .fetch_one(&self.pool)
@@ -530,6 +543,77 @@ impl Store {
     pub async fn release_lease(&self, id: &str) -> Result<()> {
         sqlx::query("DELETE FROM leases WHERE env_id = $1")
             .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Frees the lease `ip` of `env_id` if it was taken before `before_ms` and its env is
+    /// not live: one statement, so a lease whose env is (or became) live is never touched.
+    /// Returns whether it was freed.
+    pub async fn release_orphan_lease(
+        &self,
+        ip: &str,
+        env_id: &str,
+        before_ms: i64,
+    ) -> Result<bool> {
+        let done = sqlx::query(concat!(
+            "DELETE FROM leases WHERE ip = $1 AND env_id = $2 AND created_at <= $3 ",
+            "AND NOT EXISTS (SELECT 1 FROM envs WHERE envs.id = leases.env_id ",
+            "AND (envs.state NOT IN ('gone', 'failed') OR (envs.state = 'failed' AND envs.keep_on_failure = 1)))"
+        ))
+        .bind(ip)
+        .bind(env_id)
+        .bind(before_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Whether the env is one this store still holds host objects for (see [`Store::holding_ids`]).
+    pub async fn holds(&self, id: &str) -> Result<bool> {
+        let row = sqlx::query("SELECT COUNT(*) FROM envs WHERE id = $1 AND (state NOT IN ('gone', 'failed') OR (state = 'failed' AND keep_on_failure = 1))")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<i64, _>(0)? > 0)
+    }
+
+    /// Stores the uploaded directory (base64 of a gzip'd tar) of one pod of an env.
+    pub async fn put_upload(&self, env_id: &str, pod: &str, data: &str) -> Result<()> {
+        sqlx::query("INSERT INTO uploads (env_id, pod, data) VALUES ($1, $2, $3)")
+            .bind(env_id)
+            .bind(pod)
+            .bind(data)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The env's uploaded directories by pod (base64 of gzip'd tars).
+    pub async fn uploads(&self, env_id: &str) -> Result<BTreeMap<String, String>> {
+        let rows = sqlx::query("SELECT pod, data FROM uploads WHERE env_id = $1")
+            .bind(env_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
+    /// The uploaded directory of one pod of an env, if any.
+    pub async fn upload_of(&self, env_id: &str, pod: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT data FROM uploads WHERE env_id = $1 AND pod = $2")
+            .bind(env_id)
+            .bind(pod)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
+    }
+
+    pub async fn delete_uploads(&self, env_id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM uploads WHERE env_id = $1")
+            .bind(env_id)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -645,3 +729,39 @@ pub use tokens::{NewToken, TokenRow};
 mod auth_tests;
 #[cfg(test)]
 mod tests;
+
+/// The file of a `sqlite://path?...` URL (not `:memory:`).
+fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && !path.contains(":memory:")).then(|| path.into())
+}
+
+/// The store holds every env's passwords: its file (and so SQLite's -wal and -shm, which
+/// take its mode) is the owner's alone, whatever the umask.
+fn private_file(path: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let ctx = |source| Error::Io {
+        context: format!("creating the store file {}", path.display()),
+        source,
+    };
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(ctx)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(ctx)?;
+    for side in ["-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(side);
+        if let Err(e) = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(ctx(e));
+        }
+    }
+    Ok(())
+}

@@ -12,7 +12,7 @@ use mongodb::bson::{Document, doc};
 use mysql_async::prelude::Queryable;
 
 mod common;
-use common::harness::{harness, request, template_dir};
+use common::harness::{harness, harness_with, request, template_dir};
 
 fn init_file(name: &str, content: &str) -> Vec<InitFile> {
     vec![InitFile {
@@ -324,10 +324,15 @@ while True:
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn web_and_worker_from_one_image_with_code_from_a_host_dir() {
     let tpl = template_dir("shop", APP_TEMPLATE);
-    let Some(h) = harness(243, Some(tpl.path().to_path_buf())).await else {
+    let code = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(code.path()).unwrap();
+    let Some(h) = harness_with(243, Some(tpl.path().to_path_buf()), |cfg| {
+        cfg.dirs_roots = vec![root]
+    })
+    .await
+    else {
         return;
     };
-    let code = tempfile::tempdir().unwrap();
     let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/../images/app/sample/app.py");
     std::fs::copy(sample, code.path().join("app.py")).unwrap();
     std::fs::write(code.path().join("worker.py"), WORKER).unwrap();
@@ -422,6 +427,37 @@ async fn bad_init_files_dirs_and_clones_are_refused_with_the_field() {
         field(service::create(&store, &catalog, &limits, req).await),
         "pods[1].containers[0].dirs[0].source"
     );
+    // Only under the operator's roots, none by default: the store and keys stay home.
+    let roots = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(roots.path()).unwrap();
+    std::fs::create_dir_all(root.join("shop")).unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(outside.path(), root.join("escape")).unwrap();
+    let rooted = Limits {
+        dirs_roots: vec![root.clone()],
+        ..Limits::default()
+    };
+    let shop = root.join("shop").display().to_string();
+    let refused = |limits: Limits, dir: String| {
+        let (store, catalog) = (&store, &catalog);
+        async move {
+            let req = request("shop", &[("code_dir", &dir)]);
+            match service::create(store, catalog, &limits, req).await {
+                Err(Error::Invalid { field, reason, .. }) => {
+                    assert_eq!(field, "pods[1].containers[0].dirs[0].source", "{dir}");
+                    println!("{dir}: {reason}");
+                }
+                Err(e) => panic!("{dir}: {e}"),
+                Ok(_) => panic!("{dir}: accepted"),
+            }
+        }
+    };
+    refused(Limits::default(), shop.clone()).await;
+    refused(Limits::default(), "/root/.ssh".into()).await;
+    refused(rooted.clone(), "/var/lib/envd".into()).await;
+    refused(rooted.clone(), format!("{shop}/../../etc")).await;
+    refused(rooted.clone(), format!("{}/escape", root.display())).await;
+    assert!(!outside.path().join("shop").exists());
     assert!(
         store.list(&Default::default()).await.unwrap().is_empty(),
         "nothing stored"

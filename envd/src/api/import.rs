@@ -66,18 +66,18 @@ pub async fn import(
         Ok(t) => t.version.parse::<u64>().unwrap_or(0),
         Err(_) => 0,
     };
+    // Converted before a version is claimed, so a compose file that cannot be converted
+    // leaves no empty version directory behind; again if another import took the version.
+    let first = (latest + 1).to_string();
+    let out = convert_blocking(&s, &req, source, &first).await?;
     // The version is claimed by creating its directory, so two imports never share one.
     let (version, path) = claim(dir, &req.name, latest + 1)?;
-    let converted = compose::convert(&compose::Input {
-        name: &req.name,
-        version: &version,
-        compose: &req.compose,
-        source,
-        files: &req.files,
-        vars: &req.env,
-        images: &s.catalog.images,
-    });
-    let out = match converted {
+    let out = if version == first {
+        Ok(out)
+    } else {
+        convert_blocking(&s, &req, source, &version).await
+    };
+    let out = match out {
         Ok(o) => o,
         Err(e) => {
             let _ = std::fs::remove_dir(path.parent().unwrap_or(&path));
@@ -95,6 +95,39 @@ pub async fn import(
             notes: out.notes,
         }),
     ))
+}
+
+/// The conversion on a blocking thread (it is CPU work on the caller's text).
+async fn convert_blocking(
+    s: &AppState,
+    req: &ImportRequest,
+    source: &str,
+    version: &str,
+) -> Result<compose::Output> {
+    let (name, compose, files, vars) = (
+        req.name.clone(),
+        req.compose.clone(),
+        req.files.clone(),
+        req.env.clone(),
+    );
+    let (source, version, images) = (
+        source.to_string(),
+        version.to_string(),
+        s.catalog.images.clone(),
+    );
+    tokio::task::spawn_blocking(move || {
+        compose::convert(&compose::Input {
+            name: &name,
+            version: &version,
+            compose: &compose,
+            source: &source,
+            files: &files,
+            vars: &vars,
+            images: &images,
+        })
+    })
+    .await
+    .map_err(|e| Error::step("import", format!("the conversion stopped: {e}")))?
 }
 
 /// Creates `<dir>/<name>/<n>/` for the first free `n` from `from`; returns the version and

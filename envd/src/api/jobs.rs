@@ -33,8 +33,29 @@ pub(super) async fn run(
     Query(q): Query<JobParams>,
 ) -> ApiResult<Json<JobReport>> {
     let grace = match q.grace.as_deref() {
-        Some(g) => Some(super::duration_param("grace", Some(g), Duration::ZERO)?),
+        Some(g) => Some(bounded_grace(super::duration_param(
+            "grace",
+            Some(g),
+            Duration::ZERO,
+        )?)?),
         None => None,
     };
     Ok(Json(s.engine.run_job(&name, q.dry_run, grace).await?))
+}
+
+/// Longer than this, a grace period frees nothing anyway; far longer, it would overflow.
+const MAX_GRACE: Duration = Duration::from_secs(366 * 24 * 3600);
+
+fn bounded_grace(g: Duration) -> Result<Duration, crate::Error> {
+    if g > MAX_GRACE {
+        return Err(crate::Error::invalid(
+            "query",
+            "grace",
+            format!(
+                "at most {}; a longer grace frees nothing",
+                humantime::format_duration(MAX_GRACE)
+            ),
+        ));
+    }
+    Ok(g)
 }

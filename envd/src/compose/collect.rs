@@ -77,6 +77,18 @@ pub fn collect(compose_path: &Path) -> Result<Collected> {
 /// Adds the file at `written` (as the compose file writes it), or every file under it.
 fn add(out: &mut Collected, base: &Path, written: &str) {
     let path: PathBuf = base.join(written);
+    // Only what lies inside the compose file's directory, links resolved: a bind mount of
+    // `/home/me/.ssh` or `./link-to-home` is not sent to the server.
+    let inside = |p: &Path| match (std::fs::canonicalize(base), std::fs::canonicalize(p)) {
+        (Ok(b), Ok(real)) => real.starts_with(b),
+        _ => false,
+    };
+    if path.exists() && !inside(&path) {
+        out.skipped.push(format!(
+            "{written}: outside the compose file's directory (not sent); copy it beside the compose file"
+        ));
+        return;
+    }
     let entries: Vec<(String, PathBuf)> = if path.is_dir() {
         walkdir::WalkDir::new(&path)
             .sort_by_file_name()
@@ -98,6 +110,12 @@ fn add(out: &mut Collected, base: &Path, written: &str) {
     };
     for (key, p) in entries {
         if out.files.contains_key(&key) {
+            continue;
+        }
+        if p.exists() && !inside(&p) {
+            out.skipped.push(format!(
+                "{key}: outside the compose file's directory (not sent); copy it beside the compose file"
+            ));
             continue;
         }
         if out.files.len() >= MAX_FILES {

@@ -405,9 +405,19 @@ fn healthcheck(ctx: &mut Ctx, name: &str, h: &docker_compose_types::Healthcheck)
             .and_then(|s| humantime::parse_duration(s).ok())
             .unwrap_or(Duration::from_secs(d))
     };
-    let retries = if h.retries > 0 { h.retries as u32 } else { 3 };
-    let deadline = dur(&h.start_period, 0) + (dur(&h.interval, 30) + dur(&h.timeout, 30)) * retries;
-    let deadline = deadline.clamp(Duration::from_secs(30), Duration::from_secs(600));
+    let retries = if h.retries > 0 {
+        u32::try_from(h.retries).unwrap_or(u32::MAX)
+    } else {
+        3
+    };
+    // Checked: the durations are the compose file's, and a huge one only means "the most".
+    let max = Duration::from_secs(600);
+    let deadline = dur(&h.interval, 30)
+        .checked_add(dur(&h.timeout, 30))
+        .and_then(|try_one| try_one.checked_mul(retries))
+        .and_then(|d| d.checked_add(dur(&h.start_period, 0)))
+        .unwrap_or(max)
+        .clamp(Duration::from_secs(30), max);
     ctx.notes.push(format!(
         "{name}: healthcheck -> exec check `{}`, deadline {}",
         command.join(" "),

@@ -211,3 +211,33 @@ fn odd_names_ports_and_template_braces() {
         out.notes
     );
 }
+
+#[test]
+fn huge_healthcheck_durations_do_not_overflow() {
+    let compose = "services:\n  web:\n    image: x\n    healthcheck:\n      test: [\"CMD\", \"true\"]\n      interval: 500000000000y\n      timeout: 500000000000y\n      retries: 4294967296\n      start_period: 500000000000y\n";
+    let out = convert_text(compose).unwrap();
+    assert!(out.template.contains("deadline"), "{}", out.template);
+}
+
+#[test]
+fn bind_sources_outside_the_compose_dir_are_not_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("id_rsa"), "secret").unwrap();
+    std::fs::write(dir.path().join("app.conf"), "ok").unwrap();
+    std::os::unix::fs::symlink(outside.path(), dir.path().join("home")).unwrap();
+    let compose = format!(
+        "services:\n  web:\n    image: x\n    volumes:\n      - ./app.conf:/etc/app.conf\n      - {o}:/root/.ssh\n      - ./home:/h\n      - ../:/up\n",
+        o = outside.path().display()
+    );
+    std::fs::write(dir.path().join("docker-compose.yml"), compose).unwrap();
+    let c = collect(&dir.path().join("docker-compose.yml")).unwrap();
+    let keys: Vec<&String> = c.files.keys().collect();
+    assert_eq!(keys, vec!["./app.conf"], "{:?}", c.skipped);
+    assert!(c.files.values().all(|f| f.content != "secret"));
+    assert!(
+        c.skipped.iter().any(|s| s.contains("outside")),
+        "{:?}",
+        c.skipped
+    );
+}

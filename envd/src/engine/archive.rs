@@ -1,52 +1,89 @@
 //! Log collection before teardown: `docker logs` of every inner container plus the files
-//! each pod wrote to its log directory (served by the stubs sidecar), into one archive
-//! `<data-dir>/logs/<env-id>.tar.gz` laid out as `<pod>/<container>.log` and
-//! `<pod>/files/...`. Best effort: whatever can be read is kept, and the summary says what.
+//! each pod wrote to its log directory (read from the node's volume without following a
+//! link), into one archive `<data-dir>/logs/<env-id>.tar.gz` laid out as
+//! `<pod>/<container>.log` and `<pod>/files/...`. Streamed to disk and bounded (see
+//! [`LogLimits`]): a container that writes gigabytes costs envd no memory and a collection
+//! that runs past its time limit ends with a partial archive. Best effort: whatever can be
+//! read is kept, and the summary says what.
 
-use std::io::{Read, Write};
 use std::time::Duration;
 
 use bollard::Docker;
 use bollard::query_parameters::LogsOptionsBuilder;
 use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::time::Instant;
 
+use super::Engine;
+use super::logsink::{Cut, LogLimits, Sink};
 use super::node::{LABEL_ENV, LOG_DIR, labelled_containers};
 use super::pods::{LABEL_CONTAINER, LABEL_POD};
-use super::{Engine, STUBS_PORT};
+use crate::hostfs::walk_files;
 use crate::store::Env;
 
 pub(super) async fn collect(engine: &Engine, env: &Env) -> String {
-    let mut tar = tar::Builder::new(Vec::new());
+    let limits: LogLimits = engine.cfg.logs.clone();
+    let deadline = Instant::now() + limits.time;
+    let path = engine.cfg.archive_path(&env.id);
+    let sink = {
+        let (path, limits) = (path.clone(), limits.clone());
+        tokio::task::spawn_blocking(move || Sink::create(&path, limits)).await
+    };
+    let mut sink = match sink {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return format!("archive not written: {e}"),
+        Err(e) => return format!("archive not written: {e}"),
+    };
     let mut notes = vec![];
-    let mut count = 0usize;
 
     match inner_docker(engine, env).await {
-        Some(inner) => match container_logs(&inner, env, &mut tar).await {
-            Ok(n) => count += n,
-            Err(e) => notes.push(format!("container logs: {e}")),
+        Some(inner) => match container_logs(&inner, env, sink, deadline).await {
+            (Some(s), r) => {
+                sink = s;
+                if let Err(e) = r {
+                    notes.push(format!("container logs: {e}"));
+                }
+            }
+            (None, r) => return format!("archive not written: {r:?}"),
         },
         None => notes.push("the node's engine is not running: no container logs".into()),
     }
-    match files_from_stubs(env).await {
-        Ok(bytes) => match append_files(&mut tar, &bytes) {
-            Ok(n) => count += n,
-            Err(e) => notes.push(format!("log files: {e}")),
-        },
-        Err(stubs_err) => match files_from_host(engine, env, &mut tar).await {
-            Ok(n) => count += n,
-            Err(e) => notes.push(format!(
-                "log files: stubs unreachable ({stubs_err}) and {e}"
-            )),
-        },
+    let (back, r) = files_from_host(engine, env, sink, deadline).await;
+    let Some(mut sink) = back else {
+        return format!("archive not written: {r:?}");
+    };
+    if let Err(e) = r {
+        notes.push(format!("log files: {e}"));
     }
-    match write_archive(engine, env, tar) {
-        Ok(path) => {
-            let mut s = format!("{count} entries archived to {path}");
+    if sink.partial.is_none() && Instant::now() >= deadline {
+        sink.partial = Some(format!(
+            "the collection time limit of {} passed",
+            humantime::format_duration(limits.time)
+        ));
+    }
+    let summary = |s: &Sink| {
+        let mut text = format!("{} entries", s.entries);
+        if s.cut > 0 {
+            text.push_str(&format!(
+                " ({} bytes kept, {} cut by the limits)",
+                s.kept, s.cut
+            ));
+        }
+        if let Some(p) = &s.partial {
+            text.push_str(&format!("; partial: {p}"));
+        }
+        text
+    };
+    let head = summary(&sink);
+    match tokio::task::spawn_blocking(move || sink.finish()).await {
+        Ok(Ok(path)) => {
+            let mut s = format!("{head} archived to {}", path.display());
             if !notes.is_empty() {
                 s.push_str(&format!(" ({})", notes.join("; ")));
             }
             s
         }
+        Ok(Err(e)) => format!("archive not written: {e}"),
         Err(e) => format!("archive not written: {e}"),
     }
 }
@@ -85,135 +122,150 @@ async fn pod_containers(
         .collect())
 }
 
+/// Every container's output, each streamed to a temporary file (up to the room the
+/// limits leave; the rest only counted) and then appended.
 async fn container_logs(
     inner: &Docker,
     env: &Env,
-    tar: &mut tar::Builder<Vec<u8>>,
-) -> Result<usize, String> {
-    let list = pod_containers(inner, env)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut n = 0;
+    mut sink: Sink,
+    deadline: Instant,
+) -> (Option<Sink>, std::io::Result<()>) {
+    let list = match pod_containers(inner, env).await {
+        Ok(l) => l,
+        Err(e) => return (Some(sink), Err(std::io::Error::other(e))),
+    };
     for (pod, container, id) in list {
-        let opts = LogsOptionsBuilder::default()
-            .stdout(true)
-            .stderr(true)
-            .timestamps(true)
-            .build();
-        let mut stream = inner.logs(&id, Some(opts));
-        let mut buf = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            match chunk {
-                Ok(c) => buf.extend_from_slice(&c.into_bytes()),
-                Err(e) => {
-                    buf.extend_from_slice(format!("\n[envd: log stream ended: {e}]\n").as_bytes());
-                    break;
+        if Instant::now() >= deadline {
+            sink.partial = Some(format!(
+                "the time limit passed before {pod}/{container}.log"
+            ));
+            break;
+        }
+        let part = sink.part_path(&id);
+        let (kept, cut) = match spool(inner, &id, &part, sink.room(), deadline).await {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&part).await;
+                return (Some(sink), Err(e));
+            }
+        };
+        if let Cut::AtLeast(_) = cut {
+            sink.partial = Some(format!(
+                "the time limit passed while reading {pod}/{container}.log"
+            ));
+        }
+        let name = format!("{pod}/{container}.log");
+        let p = part.clone();
+        let (back, r) = sink
+            .blocking(move |s| s.put(&name, std::fs::File::open(&p)?, kept, cut))
+            .await;
+        let _ = tokio::fs::remove_file(&part).await;
+        match back {
+            Some(s) => sink = s,
+            None => return (None, r),
+        }
+        if r.is_err() {
+            return (Some(sink), r);
+        }
+    }
+    (Some(sink), Ok(()))
+}
+
+/// Streams one container's output into `part`: at most `room` bytes kept, the rest
+/// counted until the stream ends or the deadline passes.
+async fn spool(
+    inner: &Docker,
+    id: &str,
+    part: &std::path::Path,
+    room: u64,
+    deadline: Instant,
+) -> std::io::Result<(u64, Cut)> {
+    let mut file = tokio::fs::File::create(part).await?;
+    let opts = LogsOptionsBuilder::default()
+        .stdout(true)
+        .stderr(true)
+        .timestamps(true)
+        .build();
+    let mut stream = inner.logs(id, Some(opts));
+    let (mut kept, mut cut) = (0u64, 0u64);
+    let mut timed_out = false;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(Ok(chunk))) => {
+                let bytes = chunk.into_bytes();
+                let take = (bytes.len() as u64).min(room - kept);
+                if take > 0 {
+                    file.write_all(&bytes[..take as usize]).await?;
+                    kept += take;
                 }
+                cut += bytes.len() as u64 - take;
+            }
+            Ok(Some(Err(e))) => {
+                let note = format!("\n[envd: log stream ended: {e}]\n");
+                let take = (note.len() as u64).min(room - kept);
+                file.write_all(&note.as_bytes()[..take as usize]).await?;
+                kept += take;
+                break;
+            }
+            Ok(None) => break,
+            Err(_) => {
+                timed_out = true;
+                break;
             }
         }
-        append(tar, &format!("{pod}/{container}.log"), &buf).map_err(|e| e.to_string())?;
-        n += 1;
     }
-    Ok(n)
+    file.flush().await?;
+    let cut = match (timed_out, cut) {
+        (true, n) => Cut::AtLeast(n),
+        (false, 0) => Cut::None,
+        (false, n) => Cut::Exactly(n),
+    };
+    Ok((kept, cut))
 }
 
-async fn files_from_stubs(env: &Env) -> Result<Vec<u8>, String> {
-    let ip = env.node_ip.as_deref().ok_or("no node IP")?;
-    let url = format!("http://{ip}:{STUBS_PORT}/_envd/logs.tar.gz");
-    let resp = reqwest::Client::new()
-        .get(&url)
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    if !resp.status().is_success() {
-        return Err(format!("GET {url} answered {}", resp.status()));
-    }
-    Ok(resp.bytes().await.map_err(|e| e.to_string())?.to_vec())
-}
-
-/// Re-roots the stubs archive (`<pod>/<file>`) under `<pod>/files/<file>`.
-fn append_files(tar: &mut tar::Builder<Vec<u8>>, gz: &[u8]) -> Result<usize, String> {
-    let mut a = tar::Archive::new(flate2::read::GzDecoder::new(gz));
-    let mut n = 0;
-    for entry in a.entries().map_err(|e| e.to_string())? {
-        let mut entry = entry.map_err(|e| e.to_string())?;
-        if !entry.header().entry_type().is_file() {
-            continue;
-        }
-        let path = entry
-            .path()
-            .map_err(|e| e.to_string())?
-            .to_string_lossy()
-            .trim_start_matches("./")
-            .to_string();
-        let Some((pod, rest)) = path.split_once('/') else {
-            continue;
-        };
-        let mut data = Vec::new();
-        entry.read_to_end(&mut data).map_err(|e| e.to_string())?;
-        append(tar, &format!("{pod}/files/{rest}"), &data).map_err(|e| e.to_string())?;
-        n += 1;
-    }
-    Ok(n)
-}
-
-/// When the sidecar is down, the log files are still on the node's volume.
+/// The log files, straight from the node's volume on the host. The tree is the
+/// containers' to write: walked through fds, links never followed, FIFOs never opened,
+/// each file capped.
 async fn files_from_host(
     engine: &Engine,
     env: &Env,
-    tar: &mut tar::Builder<Vec<u8>>,
-) -> Result<usize, String> {
-    let vol = engine
+    sink: Sink,
+    deadline: Instant,
+) -> (Option<Sink>, std::io::Result<()>) {
+    let vol = match engine
         .host()
         .inspect_volume(&format!("envd-{}-docker", env.short_id()))
         .await
-        .map_err(|e| format!("no node volume: {e}"))?;
-    let root = std::path::Path::new(&vol.mountpoint).join(LOG_DIR);
-    let mut n = 0;
-    for entry in walkdir::WalkDir::new(&root).into_iter().flatten() {
-        if !entry.file_type().is_file() {
-            continue;
+    {
+        Ok(v) => v,
+        Err(e) => {
+            return (
+                Some(sink),
+                Err(std::io::Error::other(format!("no node volume: {e}"))),
+            );
         }
-        let Ok(rel) = entry.path().strip_prefix(&root) else {
-            continue;
-        };
-        let rel = rel.to_string_lossy().to_string();
-        let Some((pod, rest)) = rel.split_once('/') else {
-            continue;
-        };
-        let data = std::fs::read(entry.path()).map_err(|e| e.to_string())?;
-        append(tar, &format!("{pod}/files/{rest}"), &data).map_err(|e| e.to_string())?;
-        n += 1;
-    }
-    Ok(n)
-}
-
-fn append(tar: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) -> std::io::Result<()> {
-    let mut h = tar::Header::new_gnu();
-    h.set_size(data.len() as u64);
-    h.set_mode(0o644);
-    h.set_mtime(crate::store::now_ms() as u64 / 1000);
-    tar.append_data(&mut h, path, data)
-}
-
-fn write_archive(
-    engine: &Engine,
-    env: &Env,
-    tar: tar::Builder<Vec<u8>>,
-) -> std::io::Result<String> {
-    let path = engine.cfg.archive_path(&env.id);
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let raw = tar.into_inner()?;
-    let mut gz =
-        flate2::write::GzEncoder::new(std::fs::File::create(&tmp)?, flate2::Compression::fast());
-    gz.write_all(&raw)?;
-    gz.finish()?.sync_all()?;
-    std::fs::rename(&tmp, &path)?;
-    Ok(path.display().to_string())
+    };
+    let root = std::path::PathBuf::from(&vol.mountpoint);
+    let deadline = deadline.into_std();
+    sink.blocking(move |s| {
+        let r = walk_files(&root, &[LOG_DIR], &mut |rel, file| {
+            let Some((pod, rest)) = rel.split_once('/') else {
+                return Ok(());
+            };
+            if std::time::Instant::now() >= deadline {
+                s.partial.get_or_insert_with(|| {
+                    format!("the time limit passed before {pod}/files/{rest}")
+                });
+                return Ok(());
+            }
+            s.put_file(&format!("{pod}/files/{rest}"), file)
+        });
+        match r {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            r => r,
+        }
+    })
+    .await
 }
 
 /// A live tail of a running env: the last `tail` lines of every pod container, then what

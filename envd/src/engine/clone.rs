@@ -20,7 +20,7 @@ use futures_util::{StreamExt, TryStreamExt};
 
 use super::Engine;
 use super::ready::exec_with_env;
-use crate::error::{DockerContext, Error, Result};
+use crate::error::{Error, Result};
 use crate::lifecycle::{Desired, EventKind, EventStep};
 use crate::spec::{CheckKind, Plan, Pod, Ready};
 use crate::store::{Env, State};
@@ -181,7 +181,7 @@ async fn copy_mysql(src: &Side<'_>, dst: &Side<'_>) -> CopyResult {
     ];
     dump.extend(dbs.iter().cloned());
     run(src, dump, pw(src)).await?;
-    let tar = download(src).await;
+    let moved = move_dump(src, dst).await;
     let _ = exec_with_env(
         src.inner,
         &src.container(),
@@ -189,14 +189,7 @@ async fn copy_mysql(src: &Side<'_>, dst: &Side<'_>) -> CopyResult {
         vec![],
     )
     .await;
-    let tar = tar?;
-    let opts = UploadToContainerOptionsBuilder::default()
-        .path("/tmp")
-        .build();
-    dst.inner
-        .upload_to_container(&dst.container(), Some(opts), bollard::body_full(tar.into()))
-        .await
-        .map_err(|e| format!("uploading the dump into the clone: {e}"))?;
+    moved?;
     let dst_user = dst.ready.user.clone().unwrap_or_else(|| "root".into());
     let load = vec![
         "sh".to_string(),
@@ -228,18 +221,23 @@ async fn run(
     }
 }
 
-async fn download(src: &Side<'_>) -> std::result::Result<Vec<u8>, String> {
+/// The dump as a tar from the source's engine straight into the clone's: streamed, never
+/// held whole (a dump may be gigabytes).
+async fn move_dump(src: &Side<'_>, dst: &Side<'_>) -> std::result::Result<(), String> {
     let opts = DownloadFromContainerOptionsBuilder::default()
         .path(DUMP)
         .build();
-    let chunks: Vec<_> = src
+    let tar = src
         .inner
         .download_from_container(&src.container(), Some(opts))
-        .try_collect()
+        .map_err(std::io::Error::other);
+    let opts = UploadToContainerOptionsBuilder::default()
+        .path("/tmp")
+        .build();
+    dst.inner
+        .upload_to_container(&dst.container(), Some(opts), bollard::body_try_stream(tar))
         .await
-        .ctx(|| format!("reading {DUMP} of {}", src.container()))
-        .map_err(|e| e.to_string())?;
-    Ok(chunks.concat())
+        .map_err(|e| format!("moving {DUMP} of {} into the clone: {e}", src.container()))
 }
 
 fn mongo_uri(s: &Side) -> String {

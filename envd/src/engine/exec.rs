@@ -70,6 +70,15 @@ impl Engine {
         let plan = self.plan(&env)?;
         let all = pods::all_pods(self, &plan)?;
         let pod = find_pod(&env, &all, pod_name)?;
+        if pod.name == crate::spec::STUBS_POD {
+            return Err(Error::invalid(
+                "request",
+                "pod",
+                format!(
+                    "`{pod_name}` is envd's own sidecar: it reads every pod's logs, so exec into it is refused; exec into one of the template's pods"
+                ),
+            ));
+        }
         let container = match &req.container {
             Some(c) => pod.containers.iter().find(|x| &x.name == c),
             None => pod.containers.first(),

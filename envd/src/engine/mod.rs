@@ -11,6 +11,7 @@ pub mod driver;
 mod events;
 mod exec;
 mod jobs;
+mod logsink;
 mod node;
 mod podops;
 mod pods;
@@ -39,6 +40,7 @@ pub use driver::{FakeDriver, LocalDind, NodeDriver};
 pub use events::watch_host_events;
 pub use exec::{Exec, ExecHandle, ExecOutput, ExecRequest, ExecTarget};
 pub use jobs::{JOBS, JobReport, JobView, JobsConfig, parse_schedule, spawn_scheduler};
+pub use logsink::LogLimits;
 pub use node::{NodeMode, host_docker, host_docker_at};
 pub use podops::{PodChange, field_of};
 pub use ready::check;
@@ -78,6 +80,10 @@ pub struct EngineConfig {
     /// third of this while the instance works): how soon another instance takes over the
     /// envs of one that died.
     pub claim_ttl: Duration,
+    /// Host directories `dirs:` sources may come from; checked again at every copy.
+    pub dirs_roots: Vec<PathBuf>,
+    /// Bounds of log collection at teardown.
+    pub logs: LogLimits,
 }
 
 impl EngineConfig {
@@ -102,6 +108,8 @@ impl EngineConfig {
             default_cpus: None,
             default_memory: None,
             claim_ttl: Duration::from_secs(10),
+            dirs_roots: vec![],
+            logs: LogLimits::default(),
         }
     }
 

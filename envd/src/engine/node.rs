@@ -388,6 +388,9 @@ pub(super) async fn free(engine: &Engine, env: &Env) -> Result<()> {
     {
         errors.push(format!("removing {}: {e}", sock_dir.display()));
     }
+    if let Err(e) = engine.store.delete_uploads(&env.id).await {
+        errors.push(format!("deleting the uploaded directories: {e}"));
+    }
     if errors.is_empty() {
         Ok(())
     } else {

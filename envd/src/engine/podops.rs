@@ -231,7 +231,7 @@ impl Engine {
                 Some(o) if without_files(o) == without_files(c) => {
                     if o.files != c.files {
                         // Copied host directories (`dirs`) came at create; a config change is its files.
-                        pods::upload_files(inner, &name, &c.files, &[]).await?;
+                        pods::upload_files(inner, &name, &c.files, &[], &[]).await?;
                         files_changed.push(name);
                     }
                 }

@@ -3,7 +3,7 @@
 //! each other by name on the inner network `envd`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
 
 use bollard::Docker;
 use bollard::models::{
@@ -110,12 +110,37 @@ pub(super) async fn ensure_pod(
     start: bool,
 ) -> Result<bool> {
     // The pod's log dir, made from the host side of the node's data root: writable by the
-    // unprivileged users database images run as.
-    let host_log_dir = node.log_dir().join(&pod.name);
-    std::fs::create_dir_all(&host_log_dir)
-        .io_ctx(|| format!("creating {}", host_log_dir.display()))?;
-    std::fs::set_permissions(&host_log_dir, std::fs::Permissions::from_mode(0o777))
-        .io_ctx(|| format!("opening {}", host_log_dir.display()))?;
+    // unprivileged users database images run as. The stubs container can write the log
+    // tree, so nothing below the data root is followed if it is a link (hostfs).
+    let root = node.data_root.clone();
+    let pod_name = pod.name.clone();
+    tokio::task::spawn_blocking(move || {
+        crate::hostfs::ensure_dir(&root, &[LOG_DIR, &pod_name], 0o777)
+    })
+    .await
+    .map_err(|e| Error::step("pods", format!("creating a log dir: {e}")))?
+    .io_ctx(|| {
+        format!(
+            "creating the log dir {} (a link there is refused, never followed)",
+            node.log_dir().join(&pod.name).display()
+        )
+    })?;
+
+    // A directory uploaded with the create goes where the pod's `dirs:` say.
+    let uploaded;
+    let pod = if pod.containers.iter().any(|c| !c.dirs.is_empty())
+        && let Some(b64) = engine.store.upload_of(&env.id, &pod.name).await?
+    {
+        let mut p = pod.clone();
+        let gz = crate::spec::uploads::decode(&BTreeMap::from([(pod.name.clone(), b64)]));
+        for d in p.containers.iter_mut().flat_map(|c| c.dirs.iter_mut()) {
+            d.upload = gz.get(&pod.name).cloned();
+        }
+        uploaded = p;
+        &uploaded
+    } else {
+        pod
+    };
 
     let ports: HashMap<String, Option<Vec<PortBinding>>> = pod
         .ports
@@ -161,16 +186,34 @@ pub(super) async fn ensure_pod(
         }),
         ..Default::default()
     };
-    let restarted_pause = ensure_container(inner, &pod.name, pause, &[], &[], false, true).await?;
+    let restarted_pause = ensure_container(
+        inner,
+        &pod.name,
+        pause,
+        Payload {
+            files: &[],
+            dirs: &[],
+            roots: &[],
+        },
+        false,
+        true,
+    )
+    .await?;
     let mut started = restarted_pause;
 
-    let log_bind = if pod.name == STUBS_POD {
-        format!("/var/lib/docker/{LOG_DIR}:/var/log/envd")
+    // Every pod writes only its own log dir; the sidecar reads the others' (to serve them
+    // as one archive) but cannot replace them.
+    let own_logs = format!(
+        "/var/lib/docker/{LOG_DIR}/{p}:/var/log/envd/{p}",
+        p = pod.name
+    );
+    let log_binds = if pod.name == STUBS_POD {
+        vec![
+            format!("/var/lib/docker/{LOG_DIR}:/var/log/envd:ro"),
+            own_logs,
+        ]
     } else {
-        format!(
-            "/var/lib/docker/{LOG_DIR}/{p}:/var/log/envd/{p}",
-            p = pod.name
-        )
+        vec![own_logs]
     };
     for c in &pod.containers {
         let name = format!("{}-{}", pod.name, c.name);
@@ -188,7 +231,7 @@ pub(super) async fn ensure_pod(
             labels: Some(labels(env, &pod.name, &c.name, "pod")),
             host_config: Some(HostConfig {
                 network_mode: Some(format!("container:{}", pod.name)),
-                binds: Some(vec![log_bind.clone()]),
+                binds: Some(log_binds.clone()),
                 memory,
                 nano_cpus: c
                     .cpus
@@ -202,7 +245,19 @@ pub(super) async fn ensure_pod(
         if restarted_pause {
             let _ = inner.stop_container(&name, None).await;
         }
-        started |= ensure_container(inner, &name, body, &c.files, &c.dirs, once, start).await?;
+        started |= ensure_container(
+            inner,
+            &name,
+            body,
+            Payload {
+                files: &c.files,
+                dirs: &c.dirs,
+                roots: &engine.cfg.dirs_roots,
+            },
+            once,
+            start,
+        )
+        .await?;
     }
     Ok(started)
 }
@@ -210,15 +265,23 @@ pub(super) async fn ensure_pod(
 /// Creates (pushing its files between create and start) and starts a container; starts it
 /// again if it exists but is stopped, unless it is a `once` job that exited 0. Returns
 /// whether it had to be (re)started. Without `start`, only creates what is missing.
+/// What is copied into a container before its first start.
+struct Payload<'a> {
+    files: &'a [File],
+    dirs: &'a [Dir],
+    /// Where `dirs` sources may come from.
+    roots: &'a [PathBuf],
+}
+
 async fn ensure_container(
     inner: &Docker,
     name: &str,
     body: ContainerCreateBody,
-    files: &[File],
-    dirs: &[Dir],
+    payload: Payload<'_>,
     once: bool,
     start: bool,
 ) -> Result<bool> {
+    let Payload { files, dirs, roots } = payload;
     let image = body.image.clone().unwrap_or_default();
     let state = inner
         .inspect_container(name, None::<InspectContainerOptions>)
@@ -261,7 +324,7 @@ async fn ensure_container(
         if !start {
             return Ok(false);
         }
-        upload_files(inner, name, files, dirs).await?;
+        upload_files(inner, name, files, dirs, roots).await?;
     }
     inner
         .start_container(name, None)
@@ -277,11 +340,16 @@ pub(super) async fn upload_files(
     name: &str,
     files: &[File],
     dirs: &[Dir],
+    roots: &[PathBuf],
 ) -> Result<()> {
     if files.is_empty() && dirs.is_empty() {
         return Ok(());
     }
-    let tar = super::upload::container_tar(files, dirs)?;
+    let (files, dirs, roots) = (files.to_vec(), dirs.to_vec(), roots.to_vec());
+    let tar =
+        tokio::task::spawn_blocking(move || super::upload::container_tar(&files, &dirs, &roots))
+            .await
+            .map_err(|e| Error::step("pods", format!("packing files: {e}")))??;
     let opts = UploadToContainerOptionsBuilder::default().path("/").build();
     inner
         .upload_to_container(name, Some(opts), bollard::body_full(tar.into()))

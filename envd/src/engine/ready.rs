@@ -54,13 +54,19 @@ pub async fn check(
             .map_err(|e| e.to_string()),
         CheckKind::Http => {
             let url = format!("http://{ip}:{port}{}", r.path.as_deref().unwrap_or("/"));
-            let resp = reqwest::Client::new()
+            // Never followed: a pod's redirect must not point envd's requests at another
+            // host. A redirect is the service answering, which is what the probe asks.
+            let client = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .map_err(|e| e.to_string())?;
+            let resp = client
                 .get(&url)
                 .timeout(Duration::from_secs(3))
                 .send()
                 .await
                 .map_err(|e| e.to_string())?;
-            if resp.status().is_success() {
+            if resp.status().is_success() || resp.status().is_redirection() {
                 Ok(())
             } else {
                 Err(format!("GET {url} answered {}", resp.status()))

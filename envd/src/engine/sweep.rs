@@ -51,9 +51,14 @@ impl Found {
 impl Engine {
     /// Finds (and unless `dry_run`, frees) what belongs to no env this store holds.
     pub async fn sweep(&self, grace: Duration, dry_run: bool) -> Result<Vec<Found>> {
+        // A snapshot to skip the obvious; each object is checked against the store again
+        // right before it is freed, since an env created after the snapshot is live too.
         let holding: HashSet<String> = self.store.holding_ids().await?.into_iter().collect();
         let now = chrono::Utc::now().timestamp();
-        let old_enough = |created: i64| now - created >= grace.as_secs() as i64;
+        let grace_s = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
+        let old_enough = |created: i64| now.saturating_sub(created) >= grace_s;
+        // Envs with an object younger than the grace: their veths are left alone too.
+        let mut young: HashSet<String> = HashSet::new();
         let mut out = vec![];
 
         let containers = labelled_containers(&self.host, LABEL_ENV)
@@ -66,7 +71,11 @@ impl Engine {
                 .and_then(|l| l.get(LABEL_ENV))
                 .cloned()
                 .unwrap_or_default();
-            if holding.contains(&env_id) || !old_enough(c.created.unwrap_or(now)) {
+            if !old_enough(c.created.unwrap_or(now)) {
+                young.insert(env_id);
+                continue;
+            }
+            if holding.contains(&env_id) || (!dry_run && self.store.holds(&env_id).await?) {
                 continue;
             }
             let name = container_name(&c);
@@ -101,7 +110,11 @@ impl Engine {
                 .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
                 .map(|t| t.timestamp())
                 .unwrap_or(now);
-            if holding.contains(&env_id) || !old_enough(created) {
+            if !old_enough(created) {
+                young.insert(env_id);
+                continue;
+            }
+            if holding.contains(&env_id) || (!dry_run && self.store.holds(&env_id).await?) {
                 continue;
             }
             let mut o = Found {
@@ -121,9 +134,22 @@ impl Engine {
             out.push(o);
         }
 
+        let leases = self.store.leases_since().await?;
+        let before_ms = crate::store::now_ms()
+            .saturating_sub(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX));
+        young.extend(
+            leases
+                .iter()
+                .filter(|(_, _, at)| *at > before_ms)
+                .map(|(_, id, _)| id.clone()),
+        );
         // Only veths on envd's bridge: an operator's own netcfg attachments elsewhere stay.
         for a in netcfg::list().await? {
-            if a.bridge.as_deref() != Some(self.cfg.bridge.as_str()) || holding.contains(&a.id) {
+            if a.bridge.as_deref() != Some(self.cfg.bridge.as_str())
+                || holding.contains(&a.id)
+                || young.contains(&a.id)
+                || (!dry_run && !a.id.is_empty() && self.store.holds(&a.id).await?)
+            {
                 continue;
             }
             let mut o = Found {
@@ -147,26 +173,41 @@ impl Engine {
             out.push(o);
         }
 
-        for (ip, env_id) in self.store.leases().await? {
-            if holding.contains(&env_id) {
+        out.extend(
+            self.sweep_leases(&leases, &holding, before_ms, dry_run)
+                .await?,
+        );
+        out.extend(self.sweep_inner(grace, dry_run).await?);
+        Ok(out)
+    }
+
+    /// Frees the leases (ip, env, taken at) older than `before_ms` of envs not live: each
+    /// with one conditional statement, so a lease whose env is live is never freed.
+    pub async fn sweep_leases(
+        &self,
+        leases: &[(String, String, i64)],
+        holding: &HashSet<String>,
+        before_ms: i64,
+        dry_run: bool,
+    ) -> Result<Vec<Found>> {
+        let mut out = vec![];
+        for (ip, env_id, at) in leases {
+            if holding.contains(env_id) || *at > before_ms {
                 continue;
             }
-            let mut o = Found {
-                kind: "lease",
-                name: ip,
-                env_id: env_id.clone(),
-                freed: false,
-                error: None,
-            };
-            if !dry_run {
-                match self.store.release_lease(&env_id).await {
-                    Ok(()) => o.freed = true,
-                    Err(e) => o.error = Some(e.to_string()),
-                }
+            let mut o = Found::new("lease", ip, env_id);
+            if dry_run {
+                out.push(o);
+                continue;
+            }
+            match self.store.release_orphan_lease(ip, env_id, before_ms).await {
+                Ok(true) => o.freed = true,
+                // Live after all (created since the snapshot): not an orphan.
+                Ok(false) => continue,
+                Err(e) => o.error = Some(e.to_string()),
             }
             out.push(o);
         }
-        out.extend(self.sweep_inner(grace, dry_run).await?);
         Ok(out)
     }
 }

@@ -52,8 +52,8 @@ impl Engine {
                     labels.get(LABEL_POD).cloned().unwrap_or_default(),
                     labels.get(LABEL_CONTAINER).cloned().unwrap_or_default(),
                 );
-                if wanted.contains(&key) || now - c.created.unwrap_or(now) < grace.as_secs() as i64
-                {
+                let grace_s = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
+                if wanted.contains(&key) || now.saturating_sub(c.created.unwrap_or(now)) < grace_s {
                     continue;
                 }
                 let name = super::sweep::container_name(&c);

@@ -71,8 +71,10 @@ pub async fn clone_admitted(
         env_name: name.clone(),
         node_ip: "0.0.0.0".into(),
     };
-    let plan = Plan::render(&src.template, &src.template_src, &src.answers, &facts)?;
-    crate::spec::dirs::check_sources(&plan)?;
+    let mut plan = Plan::render(&src.template, &src.template_src, &src.answers, &facts)?;
+    let uploads = store.uploads(&src.id).await?;
+    crate::spec::uploads::apply(&mut plan, &crate::spec::uploads::decode(&uploads));
+    crate::spec::dirs::check_sources(&plan, &limits.dirs_roots)?;
     let owner = req.owner.clone().unwrap_or_else(|| src.owner.clone());
     let _admitted = match admission {
         Some(a) => {
@@ -99,6 +101,10 @@ pub async fn clone_admitted(
     };
     match store.create_env(new).await? {
         Created::New(env) | Created::Existing(env) => {
+            // The uploaded directories go with it.
+            for (pod, data) in &uploads {
+                store.put_upload(&env.id, pod, data).await?;
+            }
             let what = if req.with_data {
                 "with its data"
             } else {

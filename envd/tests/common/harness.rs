@@ -34,11 +34,20 @@ pub fn request(template: &str, answers: &[(&str, &str)]) -> CreateRequest {
 
 /// Each test leases from its own /24 of the pool so tests in parallel never share an IP.
 pub async fn harness(slice: u8, templates: Option<std::path::PathBuf>) -> Option<Harness> {
+    harness_with(slice, templates, |_| {}).await
+}
+
+/// [`harness`] with a changed engine configuration.
+pub async fn harness_with(
+    slice: u8,
+    templates: Option<std::path::PathBuf>,
+    change: impl FnOnce(&mut envd::engine::EngineConfig),
+) -> Option<Harness> {
     if !super::engine_available().await {
         return None;
     }
     let dir = tempfile::tempdir().unwrap();
-    let engine = super::engine(dir.path(), slice).await;
+    let engine = super::engine_with(dir.path(), slice, change).await;
     Some(Harness {
         engine,
         catalog: Catalog::new(templates),
@@ -53,7 +62,7 @@ impl Harness {
 
     pub async fn create_with(&self, req: CreateRequest) -> Env {
         let Created::New(env) =
-            service::create(&self.engine.store, &self.catalog, &Limits::default(), req)
+            service::create(&self.engine.store, &self.catalog, &self.limits(), req)
                 .await
                 .unwrap()
         else {
@@ -61,6 +70,14 @@ impl Harness {
         };
         self.engine.kick(&env.id);
         env
+    }
+
+    /// The service's limits, with the engine's directory roots.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            dirs_roots: self.engine.cfg.dirs_roots.clone(),
+            ..Limits::default()
+        }
     }
 
     /// Creates an env and waits until it is ready (failing the test with its error

@@ -103,13 +103,15 @@ pub async fn serve_on(
     quotas: Quotas,
 ) -> String {
     know_admin(&engine).await;
+    let limits = Limits {
+        default_ttl: Duration::from_secs(600),
+        max_ttl: Duration::from_secs(7200),
+        dirs_roots: engine.cfg.dirs_roots.clone(),
+    };
     let app = router(AppState {
         engine,
         catalog,
-        limits: Limits {
-            default_ttl: Duration::from_secs(600),
-            max_ttl: Duration::from_secs(7200),
-        },
+        limits,
         auth,
         quotas: Arc::new(Admission::new(quotas)),
     })

@@ -45,6 +45,10 @@ impl Serve {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Waits for the process to die at its abort point.
     pub fn wait_abort(&mut self) {
         let t = Instant::now();

@@ -152,7 +152,7 @@ impl NodeDriver for LocalDind {
         let engine = self.engine()?;
         let inner = self.inner(&engine, env).await?;
         let name = format!("{}-{}", pod.name, c.name);
-        pods::upload_files(&inner, &name, &c.files, &c.dirs).await?;
+        pods::upload_files(&inner, &name, &c.files, &c.dirs, &engine.cfg.dirs_roots).await?;
         let Some(stamp) = files_stamp(&c.files, &c.dirs) else {
             return Ok(());
         };
@@ -162,6 +162,7 @@ impl NodeDriver for LocalDind {
                 content: stamp,
                 mode: 0o644,
             }],
+            &[],
             &[],
         )?;
         let opts = UploadToContainerOptionsBuilder::default().path("/").build();
