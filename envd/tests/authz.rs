@@ -157,8 +157,9 @@ impl Fixture {
             }
             ("POST", "/v1/envs/{id}/extend") => (concrete, Some(json!({"ttl": "30m"})), false),
             ("POST", "/v1/envs/{id}/clone") => (concrete, Some(json!({})), false),
+            // Waited: a config change is applied by the env's loop, one at a time.
             ("PATCH", "/v1/envs/{id}/pods/{pod}") => (
-                concrete,
+                format!("{concrete}?wait=true"),
                 Some(json!({"answers": {"redis_password": format!("pw-{n}")}})),
                 false,
             ),

@@ -169,6 +169,13 @@ try:
     with open(os.path.join(DOWNLOADS, done[0]), "rb") as f:
         assert f.read(2) == b"\x1f\x8b", "the archive is not gzip"
     log(f"archive downloaded: {done[0]}")
+
+    # Jobs (admin): the schedules, and a dry run of the sweep that reports what it found.
+    driver.get(URL + "/jobs")
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, 'tr[data-job="sweep"]'))
+    by('tr[data-job="sweep"] button:last-child').click()
+    wait.until(lambda d: by("#job-report").is_displayed() and '"dry_run": true' in by("#job-report").text)
+    shot("jobs")
     check_console()
     print("ui: all steps passed", flush=True)
 finally:

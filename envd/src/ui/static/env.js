@@ -49,12 +49,60 @@
     $("dotenv").setAttribute("download", `${env.name}.env`);
   }
 
+  let failureLogs = false;
   async function renderFailure() {
     const box = $("failure");
     if (!env.error) { box.hidden = true; return; }
     box.hidden = false;
     $("failure-cause").textContent = `step ${env.step}: ${env.error}`;
+    // Once torn down, the archive holds the pods' last words.
+    if (failureLogs || !["failed", "gone"].includes(env.state)) return;
+    failureLogs = true;
+    const parts = await lastLogLines().catch(() => []);
+    if (parts.length) {
+      $("failure-logs").textContent = parts.join("\n\n");
+      $("failure-logs").hidden = false;
+    }
   }
+
+  // The last lines of the failed pods' logs, read from the teardown archive (gzip tar)
+  // in the browser; only the first 8 MiB of the archive are read.
+  async function lastLogLines() {
+    const r = await fetch(`${base}/logs`, { credentials: "same-origin" });
+    if (!r.ok || !("DecompressionStream" in window)) return [];
+    const reader = r.body.pipeThrough(new DecompressionStream("gzip")).getReader();
+    const chunks = [];
+    let size = 0;
+    while (size < 8 << 20) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      chunks.push(value);
+      size += value.length;
+    }
+    reader.cancel().catch(() => {});
+    const tar = new Uint8Array(size);
+    let at = 0;
+    for (const c of chunks) { tar.set(c, at); at += c.length; }
+    const text = (a, b) => new TextDecoder().decode(tar.subarray(a, b)).replace(/\0.*$/s, "");
+    const files = [];
+    for (let off = 0; off + 512 <= tar.length;) {
+      const name = text(off, off + 100);
+      if (!name) break;
+      const prefix = text(off + 345, off + 500);
+      const len = parseInt(text(off + 124, off + 136).trim(), 8) || 0;
+      const body = off + 512;
+      if (name.endsWith(".log") && body + len <= tar.length) {
+        files.push({ name: prefix ? `${prefix}/${name}` : name, text: new TextDecoder().decode(tar.subarray(body, body + len)) });
+      }
+      off = body + Math.ceil(len / 512) * 512;
+    }
+    const named = files.filter((f) => env.error.includes(f.name.split("/")[0]));
+    return (named.length ? named : files).slice(0, 3).map((f) => {
+      const lines = f.text.trimEnd().split("\n").slice(-20);
+      return `== ${f.name} (last ${lines.length} lines)\n${lines.join("\n")}`;
+    });
+  }
+
 
   function renderPods() {
     $("pods").replaceChildren(...[...pods.entries()].map(([name, p]) => el("li", { class: `pod p-${p.stage}`, "data-pod": name },
