@@ -333,7 +333,7 @@ impl Store {
     /// Asks for teardown; the engine acts on it. A failed env kept for debugging is let go:
     /// it goes back to `collecting`, and its teardown ends in `failed` again.
     pub async fn request_teardown(&self, id: &str) -> Result<()> {
-        sqlx::query("UPDATE envs SET desired = 'gone', state = CASE WHEN state = 'failed' AND keep_on_failure THEN 'collecting' ELSE state END, keep_on_failure = 0, updated_at = $2 WHERE id = $1")
+        sqlx::query("UPDATE envs SET desired = 'gone', state = CASE WHEN state = 'failed' AND keep_on_failure = 1 THEN 'collecting' ELSE state END, keep_on_failure = 0, updated_at = $2 WHERE id = $1")
             .bind(id)
             .bind(now_ms())
             .execute(&self.pool)

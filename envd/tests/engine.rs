@@ -470,7 +470,12 @@ async fn a_delete_one_second_into_a_full_create_ends_it_at_once() {
     let took = t.elapsed();
     println!("rm 1 s into a full create: {} in {took:.2?}", gone.state);
     for e in h.engine.store.events(&env.id, 0).await.unwrap() {
-        println!("  {:<14} {:>6} ms  {}", e.step, e.duration_ms.unwrap_or(0), e.message);
+        println!(
+            "  {:<14} {:>6} ms  {}",
+            e.step,
+            e.duration_ms.unwrap_or(0),
+            e.message
+        );
     }
     assert_eq!(gone.state, State::Gone, "{:?}", gone.error);
     h.assert_nothing_left(&gone).await;

@@ -461,7 +461,13 @@ fn dependents_wait_for_what_they_depend_on() {
     // A job this run did not start is started again (it may have died with envd); one it
     // started that exited non-zero fails the create.
     assert_eq!(
-        decide(&e, &pods, &node_up(std::slice::from_ref(&db_broke)), &ready, None),
+        decide(
+            &e,
+            &pods,
+            &node_up(std::slice::from_ref(&db_broke)),
+            &ready,
+            None
+        ),
         start("db", "db")
     );
     let launched = Progress {
