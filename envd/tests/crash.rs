@@ -78,6 +78,58 @@ async fn leaks(base: &str, id: &str) -> Vec<String> {
     out
 }
 
+/// A config change of the env's Redis password, recorded (202) and left to the loop.
+async fn set_password(base: &str, id: &str, password: &str) {
+    let patched = reqwest::Client::new()
+        .patch(format!("{base}/v1/envs/{id}/pods/redis"))
+        .json(&serde_json::json!({"answers": {"redis_password": password}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 202);
+}
+
+/// Waits until Redis answers PING at `url` (its password is in it).
+async fn until_redis_answers(url: &str) {
+    let t = Instant::now();
+    loop {
+        let pong = async {
+            let client = redis::Client::open(url).ok()?;
+            let mut c = client.get_multiplexed_async_connection().await.ok()?;
+            redis::cmd("PING").query_async::<String>(&mut c).await.ok()
+        };
+        if pong.await.as_deref() == Some("PONG") {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "redis not answering at {url}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until the env's events hold one of kind `step` (e.g. `config:redis`).
+async fn until_event(base: &str, id: &str, step: &str) {
+    let t = Instant::now();
+    loop {
+        let events: Value = reqwest::get(format!("{base}/v1/envs/{id}/events"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if events.as_array().unwrap().iter().any(|e| e["step"] == step) {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "no {step}: {events}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn env_state(base: &str, id: &str) -> Value {
     reqwest::get(format!("{base}/v1/envs/{id}"))
         .await
@@ -166,13 +218,7 @@ async fn killed_before_and_after_every_step_still_ends_ready_then_gone_with_no_l
         .collect();
     let mut serve = start(dir.path(), port, Some(config_points[0]));
     until_up(&base).await;
-    let patched = reqwest::Client::new()
-        .patch(format!("{base}/v1/envs/{id}/pods/redis"))
-        .json(&serde_json::json!({"answers": {"redis_password": "pw-after-crash"}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(patched.status(), 202);
+    set_password(&base, &id, "pw-after-crash").await;
     serve.wait_abort();
     drop(serve);
     for point in &config_points[1..] {
@@ -181,23 +227,8 @@ async fn killed_before_and_after_every_step_still_ends_ready_then_gone_with_no_l
     }
     let serve = start(dir.path(), port, None);
     until_up(&base).await;
-    let t = Instant::now();
-    let url = format!("redis://:pw-after-crash@{ip}:6379/");
-    loop {
-        let pong = async {
-            let client = redis::Client::open(url.as_str()).ok()?;
-            let mut c = client.get_multiplexed_async_connection().await.ok()?;
-            redis::cmd("PING").query_async::<String>(&mut c).await.ok()
-        };
-        if pong.await.as_deref() == Some("PONG") {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(120),
-            "redis not on the recorded answers"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until_redis_answers(&format!("redis://:pw-after-crash@{ip}:6379/")).await;
+    until_event(&base, &id, "config:redis").await;
     drop(serve);
 
     // Teardown, killed before and after collecting logs and freeing.
@@ -268,34 +299,46 @@ async fn chaos() {
     let base = format!("http://127.0.0.1:{port}");
     let guard = common::Guard::default();
     use envd::faults::{Phase, phase_of};
-    // Config points need a config change: the crash test covers them.
-    let points: Vec<String> = envd::faults::abort_points()
-        .into_iter()
-        .filter(|p| phase_of(p) != Phase::Config)
-        .collect();
+    let points: Vec<String> = envd::faults::abort_points();
     let mut rows = vec![];
     for run in 1..=runs {
         let point = points[fastrand::usize(..points.len())].as_str();
-        let teardown = phase_of(point) == Phase::Teardown;
-        let mut serve = start(dir.path(), port, (!teardown).then_some(point));
+        let phase = phase_of(point);
+        let mut serve = start(dir.path(), port, (phase == Phase::Create).then_some(point));
         until_up(&base).await;
         let id = create(&base).await;
         guard.watch(&id);
-        if teardown {
+        let password = format!("pw-{run}");
+        if phase != Phase::Create {
             until_state(&base, &id, "ready").await;
             drop(serve);
             serve = start(dir.path(), port, Some(point));
             until_up(&base).await;
-            remove(&base, &id).await;
+            if phase == Phase::Teardown {
+                remove(&base, &id).await;
+            } else {
+                set_password(&base, &id, &password).await;
+            }
         }
         serve.wait_abort();
         drop(serve);
         let t = Instant::now();
         let serve = start(dir.path(), port, None);
         until_up(&base).await;
-        let end = until_state(&base, &id, if teardown { "gone" } else { "ready" }).await;
+        let want = if phase == Phase::Teardown {
+            "gone"
+        } else {
+            "ready"
+        };
+        let end = until_state(&base, &id, want).await;
+        if phase == Phase::Config {
+            // The pods run the recorded generation.
+            let ip = end["node_ip"].as_str().unwrap();
+            until_redis_answers(&format!("redis://:{password}@{ip}:6379/")).await;
+            until_event(&base, &id, "config:redis").await;
+        }
         let reconcile = t.elapsed();
-        if !teardown {
+        if phase != Phase::Teardown {
             remove(&base, &id).await;
             until_state(&base, &id, "gone").await;
         }
