@@ -298,3 +298,38 @@ async fn config_changes_are_generations_one_open_at_a_time() {
         assert_eq!(env.desired, crate::lifecycle::Desired::Gone);
     }
 }
+
+#[tokio::test]
+async fn records_wake_waiters_of_this_instance_and_on_postgres_of_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("envd.db").display());
+    let mut pairs = vec![(Store::open(&url).await.unwrap(), None)];
+    if let Some(pg) = postgres_url() {
+        let other = Store::open(&pg).await.unwrap();
+        pairs.push((Store::open(&pg).await.unwrap(), Some(other)));
+    }
+    for (s, other) in pairs {
+        let Created::New(env) = s.create_env(new_env("wake", None)).await.unwrap() else {
+            panic!("new")
+        };
+        let mut rx = s.subscribe();
+        // Recorded here, or by another instance on the same PostgreSQL.
+        let writer = other.as_ref().unwrap_or(&s);
+        // The listener connects in the background: record until it is heard.
+        let heard = async {
+            loop {
+                writer.event(&env.id, Step::Node, "up", None).await.unwrap();
+                let next = Store::next_change(&mut rx, &env.id);
+                if tokio::time::timeout(Duration::from_millis(500), next)
+                    .await
+                    .is_ok()
+                {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), heard)
+            .await
+            .expect("a record wakes the waiter");
+    }
+}
