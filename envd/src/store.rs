@@ -161,6 +161,9 @@ impl Store {
             sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         }
         let (changed, _) = tokio::sync::broadcast::channel(1024);
+        if postgres {
+            tokio::spawn(listen(url.clone(), changed.clone()));
+        }
         Ok(Store {
             pool,
             postgres,
@@ -168,8 +171,8 @@ impl Store {
         })
     }
 
-    /// Env ids as their state or events are recorded (by this process; a waiter also
-    /// looks again now and then for what other instances record).
+    /// Env ids as their state or events are recorded: by this process, and on
+    /// PostgreSQL by every instance on the store (LISTEN/NOTIFY).
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<String> {
         self.changed.subscribe()
     }
@@ -187,7 +190,18 @@ impl Store {
         }
     }
 
-    fn changed(&self, id: &str) {
+    async fn changed(&self, id: &str) {
+        if self.postgres {
+            // Other instances' waiters (and ours, through the listener) hear of it.
+            let notified = sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CHANNEL)
+                .bind(id)
+                .execute(&self.pool)
+                .await;
+            if let Err(e) = notified {
+                tracing::debug!("NOTIFY {CHANNEL}: {e}");
+            }
+        }
         // No receiver is fine: nobody waits.
         let _ = self.changed.send(id.to_string());
     }
@@ -347,7 +361,7 @@ impl Store {
             .bind(now)
             .execute(&self.pool)
             .await?;
-        self.changed(id);
+        self.changed(id).await;
         Ok(())
     }
 
@@ -369,7 +383,7 @@ impl Store {
             .bind(now_ms())
             .execute(&self.pool)
             .await?;
-        self.changed(id);
+        self.changed(id).await;
         Ok(())
     }
 
@@ -430,7 +444,7 @@ impl Store {
         for attempt in 0..50u32 {
             match self.try_lease(id, pool).await {
                 Ok(Some(ip)) => {
-                    self.changed(id);
+                    self.changed(id).await;
                     return Ok(ip);
                 }
                 Ok(None) => return Err(Error::PoolExhausted(pool_name.to_string())),
@@ -642,7 +656,7 @@ impl Store {
             .bind(duration.map(|d| d.as_millis() as i64))
             .execute(&self.pool)
             .await?;
-        self.changed(id);
+        self.changed(id).await;
         Ok(())
     }
 
@@ -668,6 +682,23 @@ impl Store {
                 })
             })
             .collect()
+    }
+}
+
+/// The PostgreSQL channel on which every instance announces the envs it recorded.
+const CHANNEL: &str = "envd_changes";
+
+/// Relays the store's notifications into `tx`; reconnects when the database goes away.
+async fn listen(url: String, tx: tokio::sync::broadcast::Sender<String>) {
+    loop {
+        if let Ok(mut l) = sqlx::postgres::PgListener::connect(&url).await
+            && l.listen(CHANNEL).await.is_ok()
+        {
+            while let Ok(n) = l.recv().await {
+                let _ = tx.send(n.payload().to_string());
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

@@ -49,7 +49,7 @@ fn vm_hwm_kb(pid: u32) -> u64 {
 }
 
 async fn state(base: &str, id: &str) -> Value {
-    reqwest::get(format!("{base}/v1/envs/{id}"))
+    common::http::get(format!("{base}/v1/envs/{id}"))
         .await
         .unwrap()
         .json()
@@ -105,6 +105,7 @@ async fn gigabytes_of_logs_cost_envd_no_memory() {
     let guard = common::Guard::default();
     let created: Value = reqwest::Client::new()
         .post(format!("{base}/v1/envs"))
+        .bearer_auth(common::http::admin_token())
         .json(&serde_json::json!({"template": "biglogs"}))
         .send()
         .await
@@ -125,6 +126,7 @@ async fn gigabytes_of_logs_cost_envd_no_memory() {
     let t = Instant::now();
     let resp = reqwest::Client::new()
         .delete(format!("{base}/v1/envs/{id}"))
+        .bearer_auth(common::http::admin_token())
         .send()
         .await
         .unwrap();
@@ -134,7 +136,7 @@ async fn gigabytes_of_logs_cost_envd_no_memory() {
     println!("torn down in {:.0?}", t.elapsed());
 
     // The archive, streamed to a file.
-    let mut resp = reqwest::get(format!("{base}/v1/envs/{id}/logs"))
+    let mut resp = common::http::get(format!("{base}/v1/envs/{id}/logs"))
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);

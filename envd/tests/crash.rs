@@ -68,7 +68,7 @@ async fn leaks(base: &str, id: &str) -> Vec<String> {
     if netcfg::list().await.unwrap().iter().any(|a| a.id == id) {
         out.push("veth".into());
     }
-    let metrics = reqwest::get(format!("{base}/metrics"))
+    let metrics = common::http::get(format!("{base}/metrics"))
         .await
         .unwrap()
         .text()
@@ -78,6 +78,59 @@ async fn leaks(base: &str, id: &str) -> Vec<String> {
         out.push("lease".into());
     }
     out
+}
+
+/// A config change of the env's Redis password, recorded (202) and left to the loop.
+async fn set_password(base: &str, id: &str, password: &str) {
+    let patched = reqwest::Client::new()
+        .patch(format!("{base}/v1/envs/{id}/pods/redis"))
+        .bearer_auth(common::http::admin_token())
+        .json(&serde_json::json!({"answers": {"redis_password": password}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 202);
+}
+
+/// Waits until Redis answers PING at `url` (its password is in it).
+async fn until_redis_answers(url: &str) {
+    let t = Instant::now();
+    loop {
+        let pong = async {
+            let client = redis::Client::open(url).ok()?;
+            let mut c = client.get_multiplexed_async_connection().await.ok()?;
+            redis::cmd("PING").query_async::<String>(&mut c).await.ok()
+        };
+        if pong.await.as_deref() == Some("PONG") {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "redis not answering at {url}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until the env's events hold one of kind `step` (e.g. `config:redis`).
+async fn until_event(base: &str, id: &str, step: &str) {
+    let t = Instant::now();
+    loop {
+        let events: Value = common::http::get(format!("{base}/v1/envs/{id}/events"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if events.as_array().unwrap().iter().any(|e| e["step"] == step) {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "no {step}: {events}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 async fn env_state(base: &str, id: &str) -> Value {
@@ -124,19 +177,33 @@ async fn killed_before_and_after_every_step_still_ends_ready_then_gone_with_no_l
     };
     let (create_points, teardown_points) = (of(Phase::Create), of(Phase::Teardown));
 
-    // Create: each restart resumes the env and dies at the next point.
-    let mut serve = start(dir.path(), port, Some(create_points[0]));
+    // Create: for each point a fresh env, killed there (a step that is already done is
+    // not acted on again, so one env would skip points); a restart resumes it to ready,
+    // then it is removed and nothing of it is left.
+    let mut hit = vec![];
+    for point in &create_points {
+        let mut serve = start(dir.path(), port, Some(point));
+        until_up(&base).await;
+        let id = create(&base).await;
+        guard.watch(&id);
+        serve.wait_abort();
+        drop(serve);
+        let serve = start(dir.path(), port, None);
+        until_up(&base).await;
+        until_state(&base, &id, "ready").await;
+        remove(&base, &id).await;
+        until_state(&base, &id, "gone").await;
+        let left = leaks(&base, &id).await;
+        assert!(left.is_empty(), "killed at {point}: leaked {left:?}");
+        drop(serve);
+        hit.push(*point);
+    }
+    eprintln!("killed and resumed at {hit:?}");
+
+    let serve = start(dir.path(), port, None);
     until_up(&base).await;
     let id = create(&base).await;
     guard.watch(&id);
-    serve.wait_abort();
-    drop(serve);
-    for point in &create_points[1..] {
-        let mut serve = start(dir.path(), port, Some(point));
-        serve.wait_abort();
-    }
-    let serve = start(dir.path(), port, None);
-    until_up(&base).await;
     let ready = until_state(&base, &id, "ready").await;
     let ip = ready["node_ip"].as_str().unwrap().to_string();
     let client = redis::Client::open(format!("redis://:envd-redis@{ip}:6379/")).unwrap();
@@ -154,13 +221,7 @@ async fn killed_before_and_after_every_step_still_ends_ready_then_gone_with_no_l
         .collect();
     let mut serve = start(dir.path(), port, Some(config_points[0]));
     until_up(&base).await;
-    let patched = reqwest::Client::new()
-        .patch(format!("{base}/v1/envs/{id}/pods/redis"))
-        .json(&serde_json::json!({"answers": {"redis_password": "pw-after-crash"}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(patched.status(), 202);
+    set_password(&base, &id, "pw-after-crash").await;
     serve.wait_abort();
     drop(serve);
     for point in &config_points[1..] {
@@ -169,23 +230,8 @@ async fn killed_before_and_after_every_step_still_ends_ready_then_gone_with_no_l
     }
     let serve = start(dir.path(), port, None);
     until_up(&base).await;
-    let t = Instant::now();
-    let url = format!("redis://:pw-after-crash@{ip}:6379/");
-    loop {
-        let pong = async {
-            let client = redis::Client::open(url.as_str()).ok()?;
-            let mut c = client.get_multiplexed_async_connection().await.ok()?;
-            redis::cmd("PING").query_async::<String>(&mut c).await.ok()
-        };
-        if pong.await.as_deref() == Some("PONG") {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(120),
-            "redis not on the recorded answers"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until_redis_answers(&format!("redis://:pw-after-crash@{ip}:6379/")).await;
+    until_event(&base, &id, "config:redis").await;
     drop(serve);
 
     // Teardown, killed before and after collecting logs and freeing.
@@ -210,7 +256,7 @@ async fn killed_before_and_after_every_step_still_ends_ready_then_gone_with_no_l
             .exists(),
         "no log archive"
     );
-    // The record shows each interrupted step begun again after its restart.
+    // The record of the last env shows every step, the config change and the teardown.
     let events: Value = common::http::get(format!("{base}/v1/envs/{id}/events"))
         .await
         .unwrap()
@@ -256,34 +302,46 @@ async fn chaos() {
     let base = format!("http://127.0.0.1:{port}");
     let guard = common::Guard::default();
     use envd::faults::{Phase, phase_of};
-    // Config points need a config change: the crash test covers them.
-    let points: Vec<String> = envd::faults::abort_points()
-        .into_iter()
-        .filter(|p| phase_of(p) != Phase::Config)
-        .collect();
+    let points: Vec<String> = envd::faults::abort_points();
     let mut rows = vec![];
     for run in 1..=runs {
         let point = points[fastrand::usize(..points.len())].as_str();
-        let teardown = phase_of(point) == Phase::Teardown;
-        let mut serve = start(dir.path(), port, (!teardown).then_some(point));
+        let phase = phase_of(point);
+        let mut serve = start(dir.path(), port, (phase == Phase::Create).then_some(point));
         until_up(&base).await;
         let id = create(&base).await;
         guard.watch(&id);
-        if teardown {
+        let password = format!("pw-{run}");
+        if phase != Phase::Create {
             until_state(&base, &id, "ready").await;
             drop(serve);
             serve = start(dir.path(), port, Some(point));
             until_up(&base).await;
-            remove(&base, &id).await;
+            if phase == Phase::Teardown {
+                remove(&base, &id).await;
+            } else {
+                set_password(&base, &id, &password).await;
+            }
         }
         serve.wait_abort();
         drop(serve);
         let t = Instant::now();
         let serve = start(dir.path(), port, None);
         until_up(&base).await;
-        let end = until_state(&base, &id, if teardown { "gone" } else { "ready" }).await;
+        let want = if phase == Phase::Teardown {
+            "gone"
+        } else {
+            "ready"
+        };
+        let end = until_state(&base, &id, want).await;
+        if phase == Phase::Config {
+            // The pods run the recorded generation.
+            let ip = end["node_ip"].as_str().unwrap();
+            until_redis_answers(&format!("redis://:{password}@{ip}:6379/")).await;
+            until_event(&base, &id, "config:redis").await;
+        }
         let reconcile = t.elapsed();
-        if !teardown {
+        if phase != Phase::Teardown {
             remove(&base, &id).await;
             until_state(&base, &id, "gone").await;
         }

@@ -106,6 +106,9 @@ async fn full_env_answers_at_the_node_ip_then_leaves_nothing() {
     );
 
     let events = h.engine.store.events(&env.id, 0).await.unwrap();
+    if let Some(ready) = events.iter().find(|e| e.step == "ready") {
+        eprintln!("full env ready in {} ms", ready.duration_ms.unwrap_or(0));
+    }
     for step in [
         "node",
         "network",

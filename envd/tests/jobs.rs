@@ -402,6 +402,7 @@ async fn two_envd_on_one_postgres_create_each_node_once() {
     for i in 0..10 {
         let v: Value = client
             .post(format!("{}/v1/envs", bases[i % 2]))
+            .bearer_auth(common::http::admin_token())
             .json(&serde_json::json!({"template": "minimal"}))
             .send()
             .await
@@ -418,6 +419,7 @@ async fn two_envd_on_one_postgres_create_each_node_once() {
         // Asked of the other instance than the one that took the create.
         let v: Value = client
             .post(format!("{}/v1/envs/{id}/extend", bases[(i + 1) % 2]))
+            .bearer_auth(common::http::admin_token())
             .json(&serde_json::json!({"ttl": "1h"}))
             .send()
             .await
@@ -427,7 +429,7 @@ async fn two_envd_on_one_postgres_create_each_node_once() {
             .unwrap();
         assert_eq!(v["id"], id.as_str(), "{v}");
         loop {
-            let v: Value = reqwest::get(format!("{}/v1/envs/{id}", bases[(i + 1) % 2]))
+            let v: Value = common::http::get(format!("{}/v1/envs/{id}", bases[(i + 1) % 2]))
                 .await
                 .unwrap()
                 .json()
@@ -442,17 +444,75 @@ async fn two_envd_on_one_postgres_create_each_node_once() {
         }
     }
     eprintln!("10 envs ready on two instances in {:?}", t.elapsed());
+
+    // kill -9 of one instance mid-create: the other takes its envs over once their
+    // claims expire (at its next resync), and finishes them.
+    let mut late = vec![];
+    for _ in 0..2 {
+        let v: Value = client
+            .post(format!("{}/v1/envs", bases[0]))
+            .bearer_auth(common::http::admin_token())
+            .json(&serde_json::json!({"template": "minimal"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = v["id"].as_str().expect("created").to_string();
+        guard.watch(&id);
+        late.push(id);
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    drop(a);
+    let t = Instant::now();
+    for id in &late {
+        loop {
+            let v: Value = common::http::get(format!("{}/v1/envs/{id}", bases[1]))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if v["state"] == "ready" {
+                break;
+            }
+            assert_ne!(v["state"], "failed", "{v}");
+            assert!(
+                t.elapsed() < Duration::from_secs(180),
+                "not taken over: {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    eprintln!(
+        "envs of a killed instance ready on the other {:?} after the kill",
+        t.elapsed()
+    );
+    ids.extend(late);
     for id in &ids {
         let r = client
-            .delete(format!("{}/v1/envs/{id}?wait=true", bases[0]))
+            .delete(format!("{}/v1/envs/{id}?wait=true", bases[1]))
+            .bearer_auth(common::http::admin_token())
             .send()
             .await
             .unwrap();
-        assert!(r.status().is_success());
+        let status = r.status();
+        assert!(status.is_success(), "{status} {}", r.text().await.unwrap());
     }
     let seen = creates.lock().unwrap().clone();
     watcher.abort();
-    drop((a, b));
+    drop(b);
+    let check = envd::engine::Engine::new(
+        Store::open(&url).await.unwrap(),
+        envd::engine::EngineConfig::with_data_dir(a_dir.path().to_path_buf()),
+    )
+    .await
+    .unwrap();
+    for id in &ids {
+        common::harness::assert_nothing_left(&check, id).await;
+    }
+    drop(check);
     sql(format!("DROP DATABASE {db} WITH (FORCE)"))
         .execute(&admin)
         .await

@@ -15,7 +15,7 @@ use super::decide::{Action, Progress, decide, launched_key};
 use super::driver::Observed;
 use super::{Engine, hide, since_ms};
 use crate::error::{Error, Result};
-use crate::lifecycle::{Desired, EventKind, EventStep, State, Step};
+use crate::lifecycle::{ChangeStatus, Desired, EventKind, EventStep, State, Step};
 use crate::spec::Pod;
 use crate::store::Env;
 
@@ -511,6 +511,13 @@ impl Engine {
         self.store
             .set_state(&env.id, State::Collecting, Step::Collecting, None)
             .await?;
+        // A config change still open is closed: its pods are about to go.
+        if let Some(c) = self.store.open_change(&env.id).await? {
+            let why = "not applied: the environment was removed";
+            self.store
+                .finish_change(&env.id, c.generation, ChangeStatus::RolledBack, why)
+                .await?;
+        }
         crate::faults::maybe_abort(Step::Collecting);
         let t = Instant::now();
         let summary = self.driver.collect(env).await;

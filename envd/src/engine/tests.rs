@@ -339,3 +339,30 @@ async fn config_set_is_applied_by_the_loop_or_rolled_back_with_why() {
         .await;
     assert!(stubs.is_err());
 }
+
+#[tokio::test]
+async fn a_config_change_open_when_the_env_is_removed_is_closed() {
+    use crate::lifecycle::ChangeStatus;
+    use std::collections::BTreeMap;
+    let f = fake().await;
+    let env = f.create("minimal", false).await;
+    assert_eq!(f.settled(&env.id).await.state, State::Ready);
+    // The pod never answers with the new answers: the change stays open until removed.
+    f.driver.set_readiness("redis", Readiness::Hang);
+    let answers = BTreeMap::from([("redis_password".to_string(), "x".to_string())]);
+    let change = f
+        .engine
+        .request_config(&env.id, "redis", &answers)
+        .await
+        .unwrap();
+    let gone = f.delete(&env.id).await;
+    assert_eq!(gone.state, State::Gone);
+    let closed = f
+        .engine
+        .store
+        .change(&env.id, change.generation)
+        .await
+        .unwrap();
+    assert_eq!(closed.status, ChangeStatus::RolledBack);
+    assert!(closed.outcome.unwrap().contains("removed"));
+}

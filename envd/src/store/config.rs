@@ -92,7 +92,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        self.changed(&c.env_id);
+        self.changed(&c.env_id).await;
         Ok(generation)
     }
 
@@ -142,7 +142,7 @@ impl Store {
             .bind(outcome)
             .execute(&self.pool)
             .await?;
-        self.changed(env_id);
+        self.changed(env_id).await;
         Ok(())
     }
 
@@ -163,7 +163,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        self.changed(&c.env_id);
+        self.changed(&c.env_id).await;
         Ok(())
     }
 }

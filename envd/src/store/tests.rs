@@ -253,3 +253,83 @@ async fn one_holder_claims_an_env_until_its_claim_expires() {
         assert!(s.claim(&id, "a", 60_000).await.unwrap());
     }
 }
+
+#[tokio::test]
+async fn config_changes_are_generations_one_open_at_a_time() {
+    use crate::lifecycle::ChangeStatus;
+    for (s, _d) in stores().await {
+        let Created::New(env) = s.create_env(new_env("cfg", None)).await.unwrap() else {
+            panic!("new")
+        };
+        let change = |after: &str| NewChange {
+            env_id: env.id.clone(),
+            pod: "redis".into(),
+            before: [("a".to_string(), "1".to_string())].into(),
+            after: [("a".to_string(), after.to_string())].into(),
+            changed: vec!["a".into()],
+            pods: vec!["redis".into()],
+        };
+        assert_eq!(s.record_change(change("2")).await.unwrap(), 1);
+        assert_eq!(s.get(&env.id).await.unwrap().answers["a"], "2");
+        // One open change at a time.
+        let busy = s.record_change(change("3")).await.unwrap_err();
+        assert!(matches!(busy, Error::Conflict(_)), "{busy}");
+        let open = s.open_change(&env.id).await.unwrap().unwrap();
+        assert_eq!((open.generation, open.status), (1, ChangeStatus::Pending));
+        // Not taken: the answers before are back, atomically with the status.
+        s.begin_rollback(&open, "refused").await.unwrap();
+        assert_eq!(s.get(&env.id).await.unwrap().answers["a"], "1");
+        let open = s.open_change(&env.id).await.unwrap().unwrap();
+        assert_eq!(open.status, ChangeStatus::RollingBack);
+        s.finish_change(&env.id, 1, ChangeStatus::RolledBack, "refused; back")
+            .await
+            .unwrap();
+        assert!(s.open_change(&env.id).await.unwrap().is_none());
+        assert_eq!(s.record_change(change("4")).await.unwrap(), 2);
+        let two = s.change(&env.id, 2).await.unwrap();
+        assert_eq!((two.pod.as_str(), two.after["a"].as_str()), ("redis", "4"));
+        assert_eq!(
+            s.change(&env.id, 1).await.unwrap().outcome.as_deref(),
+            Some("refused; back")
+        );
+        // Asking for the teardown works on both backends (an integer flag, not a bool).
+        s.request_teardown(&env.id).await.unwrap();
+        let env = s.get(&env.id).await.unwrap();
+        assert_eq!(env.desired, crate::lifecycle::Desired::Gone);
+    }
+}
+
+#[tokio::test]
+async fn records_wake_waiters_of_this_instance_and_on_postgres_of_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("envd.db").display());
+    let mut pairs = vec![(Store::open(&url).await.unwrap(), None)];
+    if let Some(pg) = postgres_url() {
+        let other = Store::open(&pg).await.unwrap();
+        pairs.push((Store::open(&pg).await.unwrap(), Some(other)));
+    }
+    for (s, other) in pairs {
+        let Created::New(env) = s.create_env(new_env("wake", None)).await.unwrap() else {
+            panic!("new")
+        };
+        let mut rx = s.subscribe();
+        // Recorded here, or by another instance on the same PostgreSQL.
+        let writer = other.as_ref().unwrap_or(&s);
+        // The listener connects in the background: record until it is heard.
+        let heard = async {
+            loop {
+                writer.event(&env.id, Step::Node, "up", None).await.unwrap();
+                let next = Store::next_change(&mut rx, &env.id);
+                if tokio::time::timeout(Duration::from_millis(500), next)
+                    .await
+                    .is_ok()
+                {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), heard)
+            .await
+            .expect("a record wakes the waiter");
+    }
+}

@@ -3,15 +3,15 @@
 //! probed from this host. It delegates to the engine's host modules (node, pods, ready,
 //! archive, clone), which act through the engine's config and host connection.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::net::IpAddr;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bollard::Docker;
-use bollard::models::ContainerStateStatusEnum;
+use bollard::models::{ContainerStateStatusEnum, ContainerSummaryStateEnum};
 use bollard::query_parameters::{
     DownloadFromContainerOptionsBuilder, InspectContainerOptions, UploadToContainerOptionsBuilder,
 };
@@ -31,12 +31,18 @@ const STAMP: &str = "/.envd-files";
 
 pub struct LocalDind {
     engine: Weak<Engine>,
+    /// A client per env for its node's engine: requests dial the node's socket each
+    /// time, so one client outlives a node restart; made once, not at every pass.
+    inner: Mutex<HashMap<String, Docker>>,
 }
 
 impl LocalDind {
     /// A driver acting through `engine` (made with `Arc::new_cyclic`, so it holds no cycle).
     pub fn new(engine: Weak<Engine>) -> Self {
-        LocalDind { engine }
+        LocalDind {
+            engine,
+            inner: Mutex::new(HashMap::new()),
+        }
     }
 
     fn engine(&self) -> Result<Arc<Engine>> {
@@ -46,7 +52,10 @@ impl LocalDind {
     }
 
     async fn inner(&self, engine: &Engine, env: &Env) -> Result<Docker> {
-        archive::inner_docker(engine, env).await.ok_or_else(|| {
+        if let Some(d) = self.clients().get(&env.id) {
+            return Ok(d.clone());
+        }
+        let d = archive::inner_docker(engine, env).await.ok_or_else(|| {
             Error::step(
                 "inner-engine",
                 format!(
@@ -54,7 +63,13 @@ impl LocalDind {
                     env.name
                 ),
             )
-        })
+        })?;
+        self.clients().insert(env.id.clone(), d.clone());
+        Ok(d)
+    }
+
+    fn clients(&self) -> std::sync::MutexGuard<'_, HashMap<String, Docker>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -115,11 +130,20 @@ impl NodeDriver for LocalDind {
         if !engine.cfg.run_dir.join(&env.id).join("ready").exists() {
             return Ok(seen);
         }
-        let Some(inner) = archive::inner_docker(&engine, env).await else {
+        let Ok(inner) = self.inner(&engine, env).await else {
             return Ok(seen);
         };
-        seen.inner = true;
-        seen.pods = observe_pods(&inner, env).await?;
+        match observe_pods(&inner, env).await {
+            Ok(pods) => {
+                seen.inner = true;
+                seen.pods = pods;
+            }
+            // Its engine stopped answering: dialled afresh once it is waited for again.
+            Err(e) => {
+                tracing::debug!(env = %env.id, "the node's engine: {e}");
+                self.clients().remove(&env.id);
+            }
+        }
         Ok(seen)
     }
 
@@ -239,6 +263,7 @@ impl NodeDriver for LocalDind {
     }
 
     async fn free(&self, env: &Env) -> Result<()> {
+        self.clients().remove(&env.id);
         let engine = self.engine()?;
         node::free(&engine, env).await
     }
@@ -285,7 +310,14 @@ async fn observe_pods(
         ) else {
             continue;
         };
-        let seen = observe_container(inner, id).await?;
+        let seen = match c.state {
+            // The list says enough of a running one: no inspect, no files to read.
+            Some(ContainerSummaryStateEnum::RUNNING) => ContainerSeen {
+                state: ContainerObs::Running,
+                files: None,
+            },
+            _ => observe_container(inner, id).await?,
+        };
         pods.entry(pod.clone())
             .or_default()
             .insert(container.clone(), seen);
