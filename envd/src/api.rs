@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Path, Query, State};
+use axum::extract::{FromRequest, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -22,6 +22,7 @@ use crate::service::{self, CreateRequest, Endpoint, Limits};
 use crate::store::{Created, Env, EnvFilter, State as EnvState};
 
 mod clone;
+mod doc;
 mod import;
 mod jobs;
 mod pods;
@@ -256,6 +257,28 @@ impl IntoResponse for ApiError {
 #[from_request(via(axum::Json), rejection(ApiError))]
 pub struct ApiJson<T>(pub T);
 
+/// `Query` whose rejections are problems too (400, naming the parameter).
+#[derive(axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);
+
+impl From<axum::extract::rejection::QueryRejection> for ApiError {
+    fn from(r: axum::extract::rejection::QueryRejection) -> Self {
+        let detail = r.body_text();
+        // serde_urlencoded names the parameter first, e.g. "…: wait: provided string was not …".
+        let field = detail
+            .strip_prefix("Failed to deserialize query string: ")
+            .and_then(|d| d.split_once(':'))
+            .map(|(f, _)| Fields::from(f.trim()));
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            "Malformed query string".into(),
+            format!("{detail}; see the parameters at /openapi.json"),
+            field,
+        )
+    }
+}
+
 pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -385,8 +408,8 @@ async fn metrics(State(s): State<AppState>) -> ApiResult<Response> {
 
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", responses((status = 200, description = "the OpenAPI 3 document of this API")))]
-async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+async fn openapi() -> Json<serde_json::Value> {
+    Json(doc::document())
 }
 
 async fn not_found() -> ApiError {
@@ -399,6 +422,7 @@ async fn not_found() -> ApiError {
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct CreateParams {
     /// Answer only once the env is ready (or failed).
     #[serde(default)]
@@ -426,7 +450,7 @@ fn duration_param(field: &str, v: Option<&str>, default: Duration) -> Result<Dur
     (status = 400, body = Problem), (status = 422, body = Problem), (status = 409, body = Problem)))]
 async fn create(
     State(s): State<AppState>,
-    Query(q): Query<CreateParams>,
+    ApiQuery(q): ApiQuery<CreateParams>,
     ApiJson(req): ApiJson<CreateRequest>,
 ) -> ApiResult<Response> {
     let timeout = duration_param("timeout", q.timeout.as_deref(), Duration::from_secs(600))?;
@@ -469,6 +493,7 @@ async fn wait_for(
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListParams {
     state: Option<String>,
     owner: Option<String>,
@@ -480,7 +505,7 @@ struct ListParams {
 #[utoipa::path(get, path = "/v1/envs", params(ListParams), responses((status = 200, body = [EnvView])))]
 async fn list(
     State(s): State<AppState>,
-    Query(q): Query<ListParams>,
+    ApiQuery(q): ApiQuery<ListParams>,
 ) -> ApiResult<Json<Vec<EnvView>>> {
     let label = match &q.label {
         Some(l) => Some(
@@ -515,6 +540,7 @@ async fn get_env(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DeleteParams {
     #[serde(default)]
     wait: bool,
@@ -524,7 +550,7 @@ struct DeleteParams {
 async fn delete(
     State(s): State<AppState>,
     Path(id): Path<String>,
-    Query(q): Query<DeleteParams>,
+    ApiQuery(q): ApiQuery<DeleteParams>,
 ) -> ApiResult<Response> {
     let env = s.engine.store.get(&id).await?;
     teardown(&s, env, q.wait).await
@@ -548,7 +574,10 @@ async fn teardown(s: &AppState, env: Env, wait: bool) -> ApiResult<Response> {
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct KeyParams {
+    /// The CI key of the live env to tear down.
+    #[param(required = true)]
     key: Option<String>,
     #[serde(default)]
     wait: bool,
@@ -557,7 +586,7 @@ struct KeyParams {
 #[utoipa::path(delete, path = "/v1/envs", params(KeyParams), responses((status = 202, body = EnvView), (status = 404, body = Problem), (status = 400, body = Problem)))]
 async fn delete_by_key(
     State(s): State<AppState>,
-    Query(q): Query<KeyParams>,
+    ApiQuery(q): ApiQuery<KeyParams>,
 ) -> ApiResult<Response> {
     let key = q.key.ok_or_else(|| {
         ApiError(
@@ -600,6 +629,7 @@ async fn extend(
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct LogParams {
     /// Follow a running env's pods instead of fetching the archive.
     #[serde(default)]
@@ -612,7 +642,7 @@ struct LogParams {
 async fn logs(
     State(s): State<AppState>,
     Path(id): Path<String>,
-    Query(q): Query<LogParams>,
+    ApiQuery(q): ApiQuery<LogParams>,
 ) -> ApiResult<Response> {
     let env = s.engine.store.get(&id).await?;
     if q.follow {

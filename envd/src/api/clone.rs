@@ -2,7 +2,7 @@
 //! the engine copies the data (`with_data`) once the clone's pods are ready.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
@@ -19,7 +19,7 @@ use crate::store::State as EnvState;
 pub(super) async fn clone_env(
     State(s): State<AppState>,
     Path(id): Path<String>,
-    Query(q): Query<CreateParams>,
+    super::ApiQuery(q): super::ApiQuery<CreateParams>,
     ApiJson(req): ApiJson<CloneRequest>,
 ) -> ApiResult<Response> {
     let timeout = super::duration_param(
