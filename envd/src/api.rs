@@ -495,10 +495,12 @@ async fn wait_for(
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 struct ListParams {
+    #[param(pattern = "^(requested|creating|ready|collecting|freeing|gone|failed)$")]
     state: Option<String>,
     owner: Option<String>,
     key: Option<String>,
     /// `name=value`
+    #[param(pattern = "^[^=]*=")]
     label: Option<String>,
 }
 
@@ -546,7 +548,7 @@ struct DeleteParams {
     wait: bool,
 }
 
-#[utoipa::path(delete, path = "/v1/envs/{id}", params(("id" = String, Path, description = "id or name"), DeleteParams), responses((status = 202, body = EnvView), (status = 404, body = Problem)))]
+#[utoipa::path(delete, path = "/v1/envs/{id}", params(("id" = String, Path, description = "id or name"), DeleteParams), responses((status = 202, body = EnvView, description = "teardown under way"), (status = 200, body = EnvView, description = "already torn down, or torn down when `wait`"), (status = 404, body = Problem)))]
 async fn delete(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -583,7 +585,7 @@ struct KeyParams {
     wait: bool,
 }
 
-#[utoipa::path(delete, path = "/v1/envs", params(KeyParams), responses((status = 202, body = EnvView), (status = 404, body = Problem), (status = 400, body = Problem)))]
+#[utoipa::path(delete, path = "/v1/envs", params(KeyParams), responses((status = 202, body = EnvView, description = "teardown under way"), (status = 200, body = EnvView, description = "torn down when `wait`"), (status = 404, body = Problem), (status = 400, body = Problem)))]
 async fn delete_by_key(
     State(s): State<AppState>,
     ApiQuery(q): ApiQuery<KeyParams>,
