@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Path, Query, State};
+use axum::extract::{FromRequest, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -26,6 +26,7 @@ use crate::store::{Created, Env, EnvFilter, State as EnvState};
 
 mod access;
 mod clone;
+mod doc;
 mod import;
 mod jobs;
 mod pods;
@@ -339,6 +340,28 @@ impl IntoResponse for ApiError {
 #[from_request(via(axum::Json), rejection(ApiError))]
 pub struct ApiJson<T>(pub T);
 
+/// `Query` whose rejections are problems too (400, naming the parameter).
+#[derive(axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);
+
+impl From<axum::extract::rejection::QueryRejection> for ApiError {
+    fn from(r: axum::extract::rejection::QueryRejection) -> Self {
+        let detail = r.body_text();
+        // serde_urlencoded names the parameter first, e.g. "…: wait: provided string was not …".
+        let field = detail
+            .strip_prefix("Failed to deserialize query string: ")
+            .and_then(|d| d.split_once(':'))
+            .map(|(f, _)| Fields::from(f.trim()));
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            "Malformed query string".into(),
+            format!("{detail}; see the parameters at /openapi.json"),
+            field,
+        )
+    }
+}
+
 pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -470,8 +493,8 @@ async fn metrics(State(s): State<AppState>) -> ApiResult<Response> {
 
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", responses((status = 200, description = "the OpenAPI 3 document of this API")))]
-async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+async fn openapi() -> Json<serde_json::Value> {
+    Json(doc::document())
 }
 
 async fn not_found() -> ApiError {
@@ -484,6 +507,7 @@ async fn not_found() -> ApiError {
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct CreateParams {
     /// Answer only once the env is ready (or failed).
     #[serde(default)]
@@ -517,7 +541,7 @@ pub(crate) fn duration_param(
 async fn create(
     State(s): State<AppState>,
     caller: Caller,
-    Query(q): Query<CreateParams>,
+    ApiQuery(q): ApiQuery<CreateParams>,
     ApiJson(mut req): ApiJson<CreateRequest>,
 ) -> ApiResult<Response> {
     let timeout = duration_param("timeout", q.timeout.as_deref(), Duration::from_secs(600))?;
@@ -576,11 +600,14 @@ async fn wait_for(
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListParams {
+    #[param(pattern = "^(requested|creating|ready|collecting|freeing|gone|failed)$")]
     state: Option<String>,
     owner: Option<String>,
     key: Option<String>,
     /// `name=value`
+    #[param(pattern = "^[^=]*=")]
     label: Option<String>,
 }
 
@@ -588,7 +615,7 @@ struct ListParams {
 async fn list(
     State(s): State<AppState>,
     caller: Caller,
-    Query(q): Query<ListParams>,
+    ApiQuery(q): ApiQuery<ListParams>,
 ) -> ApiResult<Json<Vec<EnvView>>> {
     let owner = access::listed_owner(&caller, q.owner)?;
     let label = match &q.label {
@@ -641,17 +668,18 @@ async fn get_env(
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DeleteParams {
     #[serde(default)]
     wait: bool,
 }
 
-#[utoipa::path(delete, path = "/v1/envs/{id}", params(("id" = String, Path, description = "id or name"), DeleteParams), responses((status = 202, body = EnvView), (status = 404, body = Problem)))]
+#[utoipa::path(delete, path = "/v1/envs/{id}", params(("id" = String, Path, description = "id or name"), DeleteParams), responses((status = 202, body = EnvView, description = "teardown under way"), (status = 200, body = EnvView, description = "already torn down, or torn down when `wait`"), (status = 404, body = Problem)))]
 async fn delete(
     State(s): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    Query(q): Query<DeleteParams>,
+    ApiQuery(q): ApiQuery<DeleteParams>,
 ) -> ApiResult<Response> {
     let env = s.env_of(&caller, &id).await?;
     teardown(&s, env, q.wait).await
@@ -677,7 +705,10 @@ async fn teardown(s: &AppState, env: Env, wait: bool) -> ApiResult<Response> {
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct KeyParams {
+    /// The CI key of the live env to tear down.
+    #[param(required = true)]
     key: Option<String>,
     /// Admin: the owner whose key it is, when several owners hold the key.
     owner: Option<String>,
@@ -685,11 +716,11 @@ struct KeyParams {
     wait: bool,
 }
 
-#[utoipa::path(delete, path = "/v1/envs", params(KeyParams), responses((status = 202, body = EnvView), (status = 404, body = Problem), (status = 400, body = Problem), (status = 409, body = Problem, description = "several owners hold the key: name one")))]
+#[utoipa::path(delete, path = "/v1/envs", params(KeyParams), responses((status = 202, body = EnvView, description = "teardown under way"), (status = 200, body = EnvView, description = "torn down when `wait`"), (status = 404, body = Problem), (status = 400, body = Problem), (status = 409, body = Problem, description = "several owners hold the key: name one")))]
 async fn delete_by_key(
     State(s): State<AppState>,
     caller: Caller,
-    Query(q): Query<KeyParams>,
+    ApiQuery(q): ApiQuery<KeyParams>,
 ) -> ApiResult<Response> {
     let key = q.key.ok_or_else(|| {
         ApiError(
@@ -747,6 +778,7 @@ async fn extend(
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct LogParams {
     /// Follow a running env's pods instead of fetching the archive.
     #[serde(default)]
@@ -760,7 +792,7 @@ async fn logs(
     State(s): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    Query(q): Query<LogParams>,
+    ApiQuery(q): ApiQuery<LogParams>,
 ) -> ApiResult<Response> {
     let env = s.env_of(&caller, &id).await?;
     if q.follow {

@@ -40,6 +40,7 @@ impl Default for Limits {
 #[serde(deny_unknown_fields)]
 pub struct CreateRequest {
     /// `name` or `name:version` of a catalog template.
+    #[schema(min_length = 1, example = "minimal")]
     pub template: String,
     /// Strings; numbers and bools are read as their text.
     #[serde(default, deserialize_with = "crate::spec::questions::scalar_map")]
@@ -71,7 +72,12 @@ pub struct CreateRequest {
     /// directories: base64 of a gzip'd tar of the directory's contents; at most 4 MiB
     /// compressed in all (`envd create --dir POD=DIR` makes them).
     #[serde(default)]
-    pub dirs: crate::spec::uploads::Uploads,
+    pub dirs: BTreeMap<String, String>,
+}
+
+/// A duration in ms for timestamps, saturating (a configured maximum may be huge).
+pub fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 pub fn parse_ttl(field: &str, s: &str, limits: &Limits) -> Result<Duration> {
@@ -207,7 +213,7 @@ pub async fn create_admitted(
         answers,
         labels: req.labels.clone(),
         keep_on_failure: req.keep_on_failure,
-        expires_at: now_ms() + ttl.as_millis() as i64,
+        expires_at: now_ms().saturating_add(millis(ttl)),
         init: req.init.clone(),
         clone_of: None,
         with_data: false,
@@ -255,8 +261,8 @@ pub async fn extend(store: &Store, limits: &Limits, id: &str, ttl: &str) -> Resu
         )));
     }
     let d = parse_ttl("ttl", ttl, limits)?;
-    let max = env.created_at + limits.max_ttl.as_millis() as i64;
-    let want = now_ms() + d.as_millis() as i64;
+    let max = env.created_at.saturating_add(millis(limits.max_ttl));
+    let want = now_ms().saturating_add(millis(d));
     if want > max {
         return Err(Error::invalid(
             "request",

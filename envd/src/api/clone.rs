@@ -2,7 +2,7 @@
 //! the engine copies the data (`with_data`) once the clone's pods are ready.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
@@ -22,7 +22,7 @@ pub(super) async fn clone_env(
     State(s): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    Query(q): Query<CreateParams>,
+    super::ApiQuery(q): super::ApiQuery<CreateParams>,
     ApiJson(mut req): ApiJson<CloneRequest>,
 ) -> ApiResult<Response> {
     req.owner = Some(super::owner_of(&caller, req.owner.take())?);

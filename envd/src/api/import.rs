@@ -17,6 +17,7 @@ use crate::error::{Error, IoContext, Result};
 #[serde(deny_unknown_fields)]
 pub struct ImportRequest {
     /// Template name: 1-40 of `[a-z0-9-]`.
+    #[schema(pattern = "^[a-z0-9][a-z0-9-]{0,39}$")]
     pub name: String,
     /// The compose file's text.
     pub compose: String,

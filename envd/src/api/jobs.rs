@@ -1,7 +1,7 @@
 //! Scheduled jobs: list them, run one now.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ pub(super) async fn list(State(s): State<AppState>) -> ApiResult<Json<Vec<JobVie
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct JobParams {
     /// Only list what the job would act on.
@@ -30,7 +31,7 @@ pub(super) struct JobParams {
 pub(super) async fn run(
     State(s): State<AppState>,
     Path(name): Path<String>,
-    Query(q): Query<JobParams>,
+    super::ApiQuery(q): super::ApiQuery<JobParams>,
 ) -> ApiResult<Json<JobReport>> {
     let grace = match q.grace.as_deref() {
         Some(g) => Some(bounded_grace(super::duration_param(

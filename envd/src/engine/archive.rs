@@ -23,7 +23,9 @@ use crate::store::Env;
 
 pub(super) async fn collect(engine: &Engine, env: &Env) -> String {
     let limits: LogLimits = engine.cfg.logs.clone();
-    let deadline = Instant::now() + limits.time;
+    let deadline = Instant::now()
+        .checked_add(limits.time)
+        .unwrap_or_else(|| Instant::now() + Duration::from_secs(24 * 3600));
     let path = engine.cfg.archive_path(&env.id);
     let sink = {
         let (path, limits) = (path.clone(), limits.clone());

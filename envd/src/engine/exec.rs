@@ -60,11 +60,11 @@ impl Engine {
     ) -> Result<ExecTarget> {
         let env = self.store.get(env_id).await?;
         require_ready(&env, "exec")?;
-        if req.cmd.is_empty() || req.cmd[0].is_empty() {
+        if req.cmd.is_empty() || req.cmd.iter().any(String::is_empty) {
             return Err(Error::invalid(
                 "request",
                 "cmd",
-                "give the command to run, e.g. envd exec ENV POD -- sh -c 'echo hi'",
+                "give the command to run, no argument empty, e.g. envd exec ENV POD -- sh -c 'echo hi'",
             ));
         }
         let plan = self.plan(&env)?;

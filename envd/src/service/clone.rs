@@ -94,7 +94,7 @@ pub async fn clone_admitted(
         answers: src.answers.clone(),
         labels: src.labels.clone(),
         keep_on_failure: false,
-        expires_at: now_ms() + ttl.as_millis() as i64,
+        expires_at: now_ms().saturating_add(super::millis(ttl)),
         init: src.init.clone(),
         clone_of: Some(src.id.clone()),
         with_data: req.with_data,
