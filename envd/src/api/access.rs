@@ -2,7 +2,7 @@
 //! bearer scheme, each operation's roles (`x-envd-roles`) and its problem responses.
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
 use serde::{Deserialize, Serialize};
@@ -84,7 +84,7 @@ pub(super) struct OwnerParams {
 pub(super) async fn quota(
     State(s): State<AppState>,
     caller: Caller,
-    Query(q): Query<OwnerParams>,
+    super::ApiQuery(q): super::ApiQuery<OwnerParams>,
 ) -> ApiResult<Json<QuotaView>> {
     let owner = listed_owner(&caller, q.owner)?.unwrap_or(caller.owner);
     let quotas = &s.quotas.quotas;
@@ -191,7 +191,7 @@ pub(super) struct AuditParams {
 #[utoipa::path(get, path = "/v1/audit", params(AuditParams), responses((status = 200, body = [AuditEntry]), (status = 422, body = Problem)))]
 pub(super) async fn audit(
     State(s): State<AppState>,
-    Query(q): Query<AuditParams>,
+    super::ApiQuery(q): super::ApiQuery<AuditParams>,
 ) -> ApiResult<Json<Vec<AuditEntry>>> {
     let since = match q.since.as_deref() {
         None => None,

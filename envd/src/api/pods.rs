@@ -7,7 +7,7 @@ use axum::Router;
 use axum::extract::ws::{
     Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection,
 };
-use axum::extract::{Path, Query, RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch};
@@ -68,7 +68,7 @@ pub async fn configure(
     State(s): State<AppState>,
     caller: Caller,
     Path((id, pod)): Path<(String, String)>,
-    Query(q): Query<ConfigParams>,
+    super::ApiQuery(q): super::ApiQuery<ConfigParams>,
     ApiJson(req): ApiJson<ConfigRequest>,
 ) -> ApiResult<Response> {
     let timeout = super::duration_param("timeout", q.timeout.as_deref(), Duration::from_secs(600))?;

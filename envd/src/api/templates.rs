@@ -81,7 +81,7 @@ pub struct DeleteParams {
 pub async fn delete(
     State(s): State<AppState>,
     axum::extract::Path(name): axum::extract::Path<String>,
-    axum::extract::Query(q): axum::extract::Query<DeleteParams>,
+    super::ApiQuery(q): super::ApiQuery<DeleteParams>,
 ) -> ApiResult<axum::http::StatusCode> {
     use crate::error::{Error, IoContext};
     crate::spec::check_name("request", "name", &name)?;
