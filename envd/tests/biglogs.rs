@@ -103,20 +103,7 @@ async fn gigabytes_of_logs_cost_envd_no_memory() {
     let base = format!("http://127.0.0.1:{port}");
     until_up(&base).await;
     let guard = common::Guard::default();
-    let created: Value = reqwest::Client::new()
-        .post(format!("{base}/v1/envs"))
-        .bearer_auth(common::http::admin_token())
-        .json(&serde_json::json!({"template": "biglogs"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = created["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{created}"))
-        .to_string();
+    let id = common::http::create_env(&base, "biglogs").await;
     guard.watch(&id);
     let t = Instant::now();
     let e = until(&base, &id, &["ready", "failed"], Duration::from_secs(900)).await;

@@ -26,17 +26,7 @@ fn start(data: &std::path::Path, port: u16, abort_at: Option<&str>) -> Serve {
 }
 
 async fn create(base: &str) -> String {
-    let created: Value = reqwest::Client::new()
-        .post(format!("{base}/v1/envs"))
-        .bearer_auth(common::http::admin_token())
-        .json(&serde_json::json!({"template": "minimal"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    created["id"].as_str().unwrap().to_string()
+    common::http::create_env(base, "minimal").await
 }
 
 async fn remove(base: &str, id: &str) {

@@ -5,6 +5,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::time::Duration;
 
 use bollard::Docker;
 use bollard::exec::StartExecResults;
@@ -158,9 +159,26 @@ async fn log_dir_links_never_reach_the_host() {
     let logs = Path::new(&vol.mountpoint).join("envd-logs");
     std::fs::rename(logs.join("app"), logs.join("app.old")).unwrap();
     std::os::unix::fs::symlink(canary.path(), logs.join("app")).unwrap();
+    // A healthy env's resync touches nothing; one whose app container is gone makes the
+    // pod again, log dir included, and must refuse the link rather than follow it.
     let resync = h.engine.reconcile(&env.id).await;
-    println!("resync with a linked log dir: {resync:?}");
-    assert!(resync.is_err(), "the link was not noticed");
+    println!("resync of the healthy env with a linked log dir: {resync:?}");
+    assert_eq!(snapshot(canary.path()), before, "the canary changed");
+    inner
+        .remove_container(
+            "app-app",
+            Some(
+                bollard::query_parameters::RemoveContainerOptionsBuilder::default()
+                    .force(true)
+                    .build(),
+            ),
+        )
+        .await
+        .unwrap();
+    // The loop retries a failed step with backoff: it cannot finish while the link is there.
+    let resync = tokio::time::timeout(Duration::from_secs(5), h.engine.reconcile(&env.id)).await;
+    println!("resync remaking the app pod with a linked log dir: {resync:?}");
+    assert!(resync.is_err(), "the pod was made again through the link");
     assert_eq!(snapshot(canary.path()), before, "the canary changed");
 
     // Exec into stubs is refused, naming the pod.

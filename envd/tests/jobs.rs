@@ -400,17 +400,7 @@ async fn two_envd_on_one_postgres_create_each_node_once() {
     let client = reqwest::Client::new();
     let mut ids = vec![];
     for i in 0..10 {
-        let v: Value = client
-            .post(format!("{}/v1/envs", bases[i % 2]))
-            .bearer_auth(common::http::admin_token())
-            .json(&serde_json::json!({"template": "minimal"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let id = v["id"].as_str().expect("created").to_string();
+        let id = common::http::create_env(&bases[i % 2], "minimal").await;
         guard.watch(&id);
         ids.push(id);
     }

@@ -9,26 +9,6 @@ use std::process::Command;
 
 use common::http;
 
-const TYPED: &str = r#"name: typed
-version: "1"
-description: Every question type.
-deadline: 2m
-variables:
-  - { variable: redis_password, label: Redis password, type: password, default: d3faultPw, min_length: 8 }
-  - { variable: replicas, type: int, min: 1, max: 5, default: 1 }
-  - { variable: debug, type: bool, default: false }
-  - { variable: flavour, type: enum, options: [plain, tls], default: plain }
-  - { variable: ca, type: multiline, required: true, show_if: flavour=tls }
-  - { variable: team, pattern: '[a-z]+', max_length: 8, default: qa }
-  - { variable: api_key, type: password, generate: true }
-pods:
-  - name: redis
-    ports: [6379]
-    containers:
-      - { name: redis, image: envd/redis:latest, env: { REDIS_PASSWORD: "{{ redis_password }}" } }
-    ready: { kind: redis, port: 6379, password: "{{ redis_password }}", deadline: 30s }
-"#;
-
 /// The browser and its driver: a failure under CI=true, a skip on a developer's run.
 fn browser_available() -> bool {
     let have = Path::new("/usr/bin/chromium").exists()
@@ -69,9 +49,9 @@ async fn a_qa_engineer_works_in_the_browser() {
         return;
     }
     let templates = tempfile::tempdir().unwrap();
-    let dir = templates.path().join("typed/1");
+    let dir = templates.path().join("typed/10");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("template.yaml"), TYPED).unwrap();
+    std::fs::write(dir.join("template.yaml"), common::TYPED).unwrap();
     let Some(server) = http::serve(225, Some(templates.path().to_path_buf())).await else {
         return;
     };

@@ -97,6 +97,26 @@ fn labels(env: &Env, pod: &str, container: &str, role: &str) -> HashMap<String, 
     ])
 }
 
+/// The pod's `dirs:` with the directory uploaded with the create (if any) as their content.
+pub(super) async fn uploaded_dirs(
+    engine: &Engine,
+    env: &Env,
+    pod: &str,
+    dirs: &[Dir],
+) -> Result<Vec<Dir>> {
+    let mut dirs = dirs.to_vec();
+    if dirs.is_empty() {
+        return Ok(dirs);
+    }
+    if let Some(b64) = engine.store.upload_of(&env.id, pod).await? {
+        let gz = crate::spec::uploads::decode(&BTreeMap::from([(pod.to_string(), b64)]));
+        for d in &mut dirs {
+            d.upload = gz.get(pod).cloned();
+        }
+    }
+    Ok(dirs)
+}
+
 /// Creates what is missing of the pod and starts its pause; with `start`, also uploads
 /// the files of containers it creates and starts every container (else they are left
 /// created, for the engine's loop to upload and start one action at a time).
@@ -126,15 +146,11 @@ pub(super) async fn ensure_pod(
         )
     })?;
 
-    // A directory uploaded with the create goes where the pod's `dirs:` say.
     let uploaded;
-    let pod = if pod.containers.iter().any(|c| !c.dirs.is_empty())
-        && let Some(b64) = engine.store.upload_of(&env.id, &pod.name).await?
-    {
+    let pod = if pod.containers.iter().any(|c| !c.dirs.is_empty()) {
         let mut p = pod.clone();
-        let gz = crate::spec::uploads::decode(&BTreeMap::from([(pod.name.clone(), b64)]));
-        for d in p.containers.iter_mut().flat_map(|c| c.dirs.iter_mut()) {
-            d.upload = gz.get(&pod.name).cloned();
+        for c in &mut p.containers {
+            c.dirs = uploaded_dirs(engine, env, &pod.name, &c.dirs).await?;
         }
         uploaded = p;
         &uploaded

@@ -50,6 +50,14 @@ impl Store {
     /// earlier change of the env is open.
     pub async fn record_change(&self, c: NewChange) -> Result<i64> {
         let mut tx = self.pool.begin().await?;
+        // Write first: on SQLite the transaction then holds the write lock (waiting out
+        // busy_timeout) instead of reading a snapshot another writer can make stale, which
+        // fails the later write at once with SQLITE_BUSY.
+        sqlx::query("UPDATE envs SET updated_at = $2 WHERE id = $1")
+            .bind(&c.env_id)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
         let open = sqlx::query(
             "SELECT generation FROM config_changes WHERE env_id = $1 AND status IN ('pending', 'rolling-back')",
         )

@@ -186,3 +186,22 @@ pub fn problem(r: &(u16, String, Value), status: u16, field: &str) {
         "detail should name `{field}`: {detail}"
     );
 }
+
+/// Creates an env of `template` over the API as the admin; its id.
+#[allow(dead_code)]
+pub async fn create_env(base: &str, template: &str) -> String {
+    let created: Value = reqwest::Client::new()
+        .post(format!("{base}/v1/envs"))
+        .bearer_auth(admin_token())
+        .json(&serde_json::json!({ "template": template }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    created["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not created: {created}"))
+        .to_string()
+}

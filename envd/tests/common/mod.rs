@@ -132,3 +132,28 @@ pub async fn envd(server: &str, args: &[&str]) -> (i32, String, String) {
 pub fn envd_bin() -> String {
     std::env::var("ENVD_TEST_BIN").unwrap_or(env!("CARGO_BIN_EXE_envd").into())
 }
+
+/// A template asking every question type (questions and the web UI use it).
+#[allow(dead_code)]
+pub const TYPED: &str = r#"name: typed
+version: "10"
+description: Every question type.
+deadline: 2m
+variables:
+  - { variable: redis_password, label: Redis password, type: password, default: d3faultPw, min_length: 8 }
+  - { variable: replicas, type: int, min: 1, max: 5, default: 1 }
+  - { variable: debug, type: bool, default: false }
+  - { variable: flavour, type: enum, options: [plain, tls], default: plain }
+  - { variable: ca, type: multiline, required: true, show_if: flavour=tls }
+  - { variable: team, pattern: '[a-z]+', max_length: 8, default: qa }
+  - { variable: api_key, type: password, generate: true }
+pods:
+  - name: redis
+    ports: [6379]
+    containers:
+      - name: redis
+        image: envd/redis:latest
+        env: { REDIS_PASSWORD: "{{ redis_password }}", API_KEY: "{{ api_key }}", REPLICAS: "{{ replicas }}" }
+    ready: { kind: redis, port: 6379, password: "{{ redis_password }}", deadline: 30s }
+    endpoint: { port: 6379, url: "redis://:{{ redis_password }}@{{ node_ip }}:6379/0?key={{ api_key }}" }
+"#;

@@ -176,8 +176,9 @@ impl NodeDriver for LocalDind {
         let engine = self.engine()?;
         let inner = self.inner(&engine, env).await?;
         let name = format!("{}-{}", pod.name, c.name);
-        pods::upload_files(&inner, &name, &c.files, &c.dirs, &engine.cfg.dirs_roots).await?;
-        let Some(stamp) = files_stamp(&c.files, &c.dirs) else {
+        let dirs = pods::uploaded_dirs(&engine, env, &pod.name, &c.dirs).await?;
+        pods::upload_files(&inner, &name, &c.files, &dirs, &engine.cfg.dirs_roots).await?;
+        let Some(stamp) = files_stamp(&c.files, &dirs) else {
             return Ok(());
         };
         let tar = crate::engine::upload::container_tar(
