@@ -119,6 +119,8 @@ try:
         raise AssertionError("create did not go to the env page: " + by("#create").text)
     env_id = driver.current_url.rsplit("/", 1)[1]
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, '#pods [data-pod="redis"]'))
+    # The first recorded steps on the timeline, while the pods come up.
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#timeline svg rect"))
     shot("progress")
     wait.until(lambda d: by("#env-state").text in ("ready", "failed"))
     assert by("#env-state").text == "ready", by("#failure-cause").text
