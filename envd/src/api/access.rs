@@ -74,6 +74,7 @@ pub(super) async fn whoami(caller: Caller) -> Json<WhoAmI> {
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct OwnerParams {
     /// Admin only: another owner's.
     owner: Option<String>,
@@ -173,6 +174,7 @@ pub(super) async fn revoke_token(
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct AuditParams {
     /// A token's name.
     actor: Option<String>,
@@ -183,8 +185,9 @@ pub(super) struct AuditParams {
     status: Option<i64>,
     /// Entries from this time on (RFC 3339) or this long ago (e.g. `1h`).
     since: Option<String>,
-    /// At most this many, newest first (default 100, at most 10000).
-    limit: Option<i64>,
+    /// At most this many, newest first (default 100).
+    #[param(minimum = 1, maximum = 10000)]
+    limit: Option<u16>,
 }
 
 /// The audit trail of mutating requests, newest first.
@@ -197,6 +200,10 @@ pub(super) async fn audit(
         None => None,
         Some(t) => Some(since_ms(t)?),
     };
+    let limit = i64::from(q.limit.unwrap_or(100));
+    if !(1..=10_000).contains(&limit) {
+        return Err(Error::invalid("query", "limit", "give 1 to 10000 entries").into());
+    }
     let f = AuditFilter {
         actor: q.actor,
         owner: q.owner,
@@ -204,7 +211,7 @@ pub(super) async fn audit(
         target: q.target,
         status: q.status,
         since,
-        limit: q.limit.unwrap_or(100).clamp(1, 10_000),
+        limit,
     };
     Ok(Json(s.engine.store.audit(&f).await?))
 }
@@ -316,6 +323,13 @@ fn describe(op: &mut utoipa::openapi::path::Operation, path: &str, rule: &auth::
         });
     } else {
         op.security = Some(vec![SecurityRequirement::default()]);
+    }
+    // Open unless the operator guards it: a token is optional, and used when given.
+    if matches!(rule.access, Access::Metrics | Access::OpenApi) {
+        op.security = Some(vec![
+            SecurityRequirement::default(),
+            SecurityRequirement::new("bearer", Vec::<String>::new()),
+        ]);
     }
     if path.contains('{') {
         responses

@@ -45,6 +45,7 @@ pub struct ConfigRequest {
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ConfigParams {
     /// Answer once the change is applied (200) or rolled back (422), not once recorded.
     #[serde(default)]

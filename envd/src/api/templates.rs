@@ -68,6 +68,7 @@ fn describe(catalog: &Catalog, spec: &str, versions: Vec<String>) -> Result<Temp
 }
 
 #[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeleteParams {
     /// Only this version (default: every version of the template).
     version: Option<String>,
@@ -75,9 +76,10 @@ pub struct DeleteParams {
 
 /// Removes an imported template (or one version) from the templates directory. Live envs
 /// keep the text they were made from. Built-in templates cannot be deleted.
-#[utoipa::path(delete, path = "/v1/templates/{name}", params(("name" = String, Path), DeleteParams),
+#[utoipa::path(delete, path = "/v1/templates/{name}", operation_id = "delete_template", params(("name" = String, Path), DeleteParams),
     responses((status = 204, description = "deleted"), (status = 404, body = super::Problem),
-    (status = 409, body = super::Problem, description = "a built-in template")))]
+    (status = 409, body = super::Problem, description = "a built-in template"),
+    (status = 422, body = super::Problem, description = "not a template name")))]
 pub async fn delete(
     State(s): State<AppState>,
     axum::extract::Path(name): axum::extract::Path<String>,

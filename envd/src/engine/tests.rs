@@ -302,10 +302,8 @@ async fn config_set_is_applied_by_the_loop_or_rolled_back_with_why() {
         .request_config(&env.id, "redis", &answers("other"))
         .await
         .unwrap();
-    assert_eq!(
-        (change.generation, change.status),
-        (1, ChangeStatus::Pending)
-    );
+    // Recorded as generation 1; the loop it wakes may already be applying it.
+    assert_eq!(change.generation, 1);
     let done = closed(1).await;
     assert_eq!(done.status, ChangeStatus::Applied);
     assert_eq!(done.outcome.as_deref(), Some("restarted"));
