@@ -29,14 +29,19 @@ async fn create(base: &str) -> String {
     common::http::create_env(base, "minimal").await
 }
 
+/// Asks for the env's teardown. An envd set to die at a teardown step may die before its
+/// answer is sent (the loop wakes on the recorded request at once): the connection then
+/// drops, and the caller's `wait_abort` and the states that follow tell what happened.
 async fn remove(base: &str, id: &str) {
-    let resp = reqwest::Client::new()
+    let sent = reqwest::Client::new()
         .delete(format!("{base}/v1/envs/{id}"))
         .bearer_auth(common::http::admin_token())
         .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success());
+        .await;
+    match sent {
+        Ok(resp) => assert!(resp.status().is_success(), "{}", resp.status()),
+        Err(e) => assert!(e.is_request() || e.is_connect(), "{e}"),
+    }
 }
 
 /// What the env left on the host after it ended: containers, volumes, veths, leases.
