@@ -49,12 +49,7 @@ fn vm_hwm_kb(pid: u32) -> u64 {
 }
 
 async fn state(base: &str, id: &str) -> Value {
-    common::http::get(format!("{base}/v1/envs/{id}"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    common::http::env_json(base, id).await
 }
 
 async fn until(base: &str, id: &str, want: &[&str], limit: Duration) -> Value {

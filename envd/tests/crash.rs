@@ -129,12 +129,7 @@ async fn until_event(base: &str, id: &str, step: &str) {
 }
 
 async fn env_state(base: &str, id: &str) -> Value {
-    common::http::get(format!("{base}/v1/envs/{id}"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    common::http::env_json(base, id).await
 }
 
 async fn until_state(base: &str, id: &str, want: &str) -> Value {

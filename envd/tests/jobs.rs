@@ -181,27 +181,10 @@ async fn two_envd_on_one_postgres_run_each_scheduled_slot_once() {
     if !common::engine_available().await {
         return;
     }
-    let Ok(pg) = std::env::var("ENVD_TEST_POSTGRES_URL") else {
-        assert!(
-            !common::in_ci(),
-            "CI=true but ENVD_TEST_POSTGRES_URL is not set: run through scripts/test"
-        );
-        eprintln!("skipped: ENVD_TEST_POSTGRES_URL unset");
+    // A database of its own, so no other test's envs are reconciled here.
+    let Some(own) = own_database("envd_jobs").await else {
         return;
     };
-    // A database of its own, so no other test's envs are reconciled here.
-    let db = format!("envd_jobs_{}", std::process::id());
-    let admin = sqlx::PgPool::connect(&pg).await.unwrap();
-    let sql = |q: String| sqlx::query(sqlx::AssertSqlSafe(q));
-    sql(format!("DROP DATABASE IF EXISTS {db}"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    sql(format!("CREATE DATABASE {db}"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let url = format!("{}/{db}", pg.rsplit_once('/').unwrap().0);
 
     let args = [
         "--bridge",
@@ -209,7 +192,7 @@ async fn two_envd_on_one_postgres_run_each_scheduled_slot_once() {
         "--pool-cidr",
         "10.217.0.0/24",
         "--database-url",
-        &url,
+        &own.url,
         "--reap-schedule",
         "* * * * * *",
     ];
@@ -230,7 +213,7 @@ async fn two_envd_on_one_postgres_run_each_scheduled_slot_once() {
         .await
         .unwrap();
     drop((a, b));
-    let store = Store::open(&url).await.unwrap();
+    let store = Store::open(&own.url).await.unwrap();
     let runs = store.job_runs("reap").await.unwrap();
     let mut per_slot: BTreeMap<i64, Vec<String>> = BTreeMap::new();
     for r in &runs {
@@ -240,10 +223,7 @@ async fn two_envd_on_one_postgres_run_each_scheduled_slot_once() {
             .push(r.runner.clone());
     }
     drop(store);
-    sql(format!("DROP DATABASE {db} WITH (FORCE)"))
-        .execute(&admin)
-        .await
-        .unwrap();
+    own.drop().await;
     let _ = std::process::Command::new("ip")
         .args(["link", "del", "envdt1"])
         .status();
@@ -327,26 +307,10 @@ async fn two_envd_on_one_postgres_create_each_node_once() {
     if !common::engine_available().await {
         return;
     }
-    let Ok(pg) = std::env::var("ENVD_TEST_POSTGRES_URL") else {
-        assert!(
-            !common::in_ci(),
-            "CI=true but ENVD_TEST_POSTGRES_URL is not set: run through scripts/test"
-        );
-        eprintln!("skipped: ENVD_TEST_POSTGRES_URL unset");
+    // A database of its own, so no other test's envs are reconciled here.
+    let Some(own) = own_database("envd_claims").await else {
         return;
     };
-    let db = format!("envd_claims_{}", std::process::id());
-    let admin = sqlx::PgPool::connect(&pg).await.unwrap();
-    let sql = |q: String| sqlx::query(sqlx::AssertSqlSafe(q));
-    sql(format!("DROP DATABASE IF EXISTS {db}"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    sql(format!("CREATE DATABASE {db}"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let url = format!("{}/{db}", pg.rsplit_once('/').unwrap().0);
 
     // Every node container created from now on, by env.
     let host = envd::engine::host_docker().await.unwrap();
@@ -381,7 +345,7 @@ async fn two_envd_on_one_postgres_create_each_node_once() {
         "--pool-cidr",
         "10.217.1.0/24",
         "--database-url",
-        &url,
+        &own.url,
         "--claim-ttl",
         "3s",
     ];
@@ -494,7 +458,7 @@ async fn two_envd_on_one_postgres_create_each_node_once() {
     watcher.abort();
     drop(b);
     let check = envd::engine::Engine::new(
-        Store::open(&url).await.unwrap(),
+        Store::open(&own.url).await.unwrap(),
         envd::engine::EngineConfig::with_data_dir(a_dir.path().to_path_buf()),
     )
     .await
@@ -503,14 +467,54 @@ async fn two_envd_on_one_postgres_create_each_node_once() {
         common::harness::assert_nothing_left(&check, id).await;
     }
     drop(check);
-    sql(format!("DROP DATABASE {db} WITH (FORCE)"))
-        .execute(&admin)
-        .await
-        .unwrap();
+    own.drop().await;
     let _ = std::process::Command::new("ip")
         .args(["link", "del", "envdt2"])
         .status();
     for id in &ids {
         assert_eq!(seen.get(id), Some(&1), "node creates per env: {seen:?}");
     }
+}
+
+/// A PostgreSQL database of a test's own on ENVD_TEST_POSTGRES_URL's server.
+struct OwnDatabase {
+    url: String,
+    name: String,
+    admin: sqlx::PgPool,
+}
+
+impl OwnDatabase {
+    async fn drop(self) {
+        let q = format!("DROP DATABASE {} WITH (FORCE)", self.name);
+        sqlx::query(sqlx::AssertSqlSafe(q))
+            .execute(&self.admin)
+            .await
+            .unwrap();
+    }
+}
+
+/// A fresh database named `<prefix>_<pid>`; None (a failure under CI=true) when no
+/// server is given.
+async fn own_database(prefix: &str) -> Option<OwnDatabase> {
+    let Ok(pg) = std::env::var("ENVD_TEST_POSTGRES_URL") else {
+        assert!(
+            !common::in_ci(),
+            "CI=true but ENVD_TEST_POSTGRES_URL is not set: run through scripts/test"
+        );
+        eprintln!("skipped: ENVD_TEST_POSTGRES_URL unset");
+        return None;
+    };
+    let name = format!("{prefix}_{}", std::process::id());
+    let admin = sqlx::PgPool::connect(&pg).await.unwrap();
+    for q in [
+        format!("DROP DATABASE IF EXISTS {name}"),
+        format!("CREATE DATABASE {name}"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(q))
+            .execute(&admin)
+            .await
+            .unwrap();
+    }
+    let url = format!("{}/{name}", pg.rsplit_once('/').unwrap().0);
+    Some(OwnDatabase { url, name, admin })
 }

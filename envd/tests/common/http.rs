@@ -205,3 +205,14 @@ pub async fn create_env(base: &str, template: &str) -> String {
         .unwrap_or_else(|| panic!("not created: {created}"))
         .to_string()
 }
+
+/// `GET /v1/envs/{id}` over `base`, as the admin.
+#[allow(dead_code)]
+pub async fn env_json(base: &str, id: &str) -> Value {
+    get(format!("{base}/v1/envs/{id}"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
