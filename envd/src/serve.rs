@@ -413,6 +413,7 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     engine.resync().await?;
     tokio::spawn(resync(Arc::clone(&engine)));
     tokio::spawn(envd::engine::watch_host_events(Arc::clone(&engine)));
+    tokio::spawn(envd::engine::take_over_claims(Arc::clone(&engine)));
     envd::engine::spawn_scheduler(&engine);
 
     let mut catalog = Catalog::new(cfg.templates_dir.clone());

@@ -150,9 +150,9 @@ async fn log_dir_links_never_reach_the_host() {
 
     // Had a container done it anyway (or a later bug let one): the link on the host side
     // of the node's volume, then a resync.
-    let vol = h
-        .engine
-        .host()
+    let vol = envd::engine::host_docker()
+        .await
+        .unwrap()
         .inspect_volume(&format!("envd-{}-docker", env.short_id()))
         .await
         .unwrap();

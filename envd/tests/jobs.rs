@@ -400,7 +400,7 @@ async fn two_envd_on_one_postgres_create_each_node_once() {
     eprintln!("10 envs ready on two instances in {:?}", t.elapsed());
 
     // kill -9 of one instance mid-create: the other takes its envs over once their
-    // claims expire (at its next resync), and finishes them.
+    // claims expire (its scan of expired claims, every half TTL), and finishes them.
     let mut late = vec![];
     for _ in 0..2 {
         let v: Value = client

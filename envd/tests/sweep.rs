@@ -18,7 +18,7 @@ async fn sweep_lists_then_frees_planted_orphans() {
     }
     let dir = tempfile::tempdir().unwrap();
     let engine = common::engine(dir.path(), 207).await;
-    let host = engine.host();
+    let host = &envd::engine::host_docker().await.unwrap();
     let orphan = uuid::Uuid::now_v7().to_string();
     let guard = common::Guard::default();
     guard.watch(&orphan);

@@ -11,7 +11,6 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch};
-use bollard::container::LogOutput;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -19,7 +18,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::{ApiError, ApiJson, ApiResult, AppState, Json};
 use crate::auth::Caller;
-use crate::engine::{ExecRequest, ExecTarget, PodChange, field_of};
+use crate::engine::{ExecChunk, ExecRequest, ExecTarget, PodChange, field_of};
 use crate::error::Error;
 use crate::lifecycle::ChangeStatus;
 use crate::store::ConfigChange;
@@ -198,19 +197,9 @@ pub async fn exec_once(
     let (mut stdout, mut stderr, mut truncated) = (Vec::new(), Vec::new(), false);
     let mut output = exec.output;
     while let Some(chunk) = output.next().await {
-        let (buf, bytes) = match chunk {
-            Ok(LogOutput::StdErr { message }) => (&mut stderr, message),
-            Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => {
-                (&mut stdout, message)
-            }
-            Ok(LogOutput::StdIn { .. }) => continue,
-            Err(e) => {
-                return Err(Error::Docker {
-                    context: "reading an exec's output".into(),
-                    source: e,
-                }
-                .into());
-            }
+        let (buf, bytes) = match chunk? {
+            ExecChunk::Stderr(bytes) => (&mut stderr, bytes),
+            ExecChunk::Stdout(bytes) => (&mut stdout, bytes),
         };
         let room = MAX_OUTPUT.saturating_sub(buf.len());
         truncated |= bytes.len() > room;
@@ -310,9 +299,8 @@ async fn session(mut socket: WebSocket, target: ExecTarget, req: ExecRequest) {
         tokio::select! {
             chunk = output.next() => {
                 let (tag, bytes) = match chunk {
-                    Some(Ok(LogOutput::StdErr { message })) => (2u8, message),
-                    Some(Ok(LogOutput::StdOut { message } | LogOutput::Console { message })) => (1u8, message),
-                    Some(Ok(LogOutput::StdIn { .. })) => continue,
+                    Some(Ok(ExecChunk::Stderr(bytes))) => (2u8, bytes),
+                    Some(Ok(ExecChunk::Stdout(bytes))) => (1u8, bytes),
                     Some(Err(e)) => {
                         let _ = send_json(&mut socket, json!({ "error": format!("reading the output: {e}") })).await;
                         return;

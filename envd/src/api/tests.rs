@@ -141,3 +141,32 @@ async fn bad_input_is_a_problem_naming_the_field() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     assert_eq!(v["field"], "state");
 }
+
+#[tokio::test]
+async fn exec_and_followed_logs_answer_with_the_drivers_output() {
+    let (app, f) = app().await;
+    let (_, v, _) = send(
+        &app,
+        "POST",
+        "/v1/envs?wait=true",
+        Some(json!({"template": "minimal"})),
+    )
+    .await;
+    let env: EnvView = serde_json::from_value(v).unwrap();
+    f.driver.set_exec_exit("redis", "redis", 7);
+    let exec = format!("/v1/envs/{}/pods/redis/exec", env.id);
+    let (status, v, _) = send(&app, "POST", &exec, Some(json!({"cmd": ["echo", "hi"]}))).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["stdout"], "echo hi\n");
+    assert_eq!(v["stderr"], "");
+    assert_eq!(v["exit_code"], 7);
+    let (_, v, _) = send(&app, "POST", &exec, Some(json!({"cmd": ["stderr", "x"]}))).await;
+    assert_eq!(v["stderr"], "stderr x\n", "{v}");
+
+    let logs = format!("/v1/envs/{}/logs?follow=true&tail=3", env.id);
+    let (status, v, ctype) = send(&app, "GET", &logs, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(ctype.starts_with("text/plain"), "{ctype}");
+    let text = v.as_str().unwrap_or_default();
+    assert!(text.contains("redis/redis | fake log (tail 3)"), "{text}");
+}

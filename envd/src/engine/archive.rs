@@ -21,7 +21,7 @@ use super::pods::{LABEL_CONTAINER, LABEL_POD};
 use crate::hostfs::walk_files;
 use crate::store::Env;
 
-pub(super) async fn collect(engine: &Engine, env: &Env) -> String {
+pub(super) async fn collect(engine: &Engine, host: &Docker, env: &Env) -> String {
     let limits: LogLimits = engine.cfg.logs.clone();
     let deadline = Instant::now()
         .checked_add(limits.time)
@@ -38,7 +38,7 @@ pub(super) async fn collect(engine: &Engine, env: &Env) -> String {
     };
     let mut notes = vec![];
 
-    match inner_docker(engine, env).await {
+    match inner_docker(engine, &env.id).await {
         Some(inner) => match container_logs(&inner, env, sink, deadline).await {
             (Some(s), r) => {
                 sink = s;
@@ -50,7 +50,7 @@ pub(super) async fn collect(engine: &Engine, env: &Env) -> String {
         },
         None => notes.push("the node's engine is not running: no container logs".into()),
     }
-    let (back, r) = files_from_host(engine, env, sink, deadline).await;
+    let (back, r) = files_from_host(host, env, sink, deadline).await;
     let Some(mut sink) = back else {
         return format!("archive not written: {r:?}");
     };
@@ -91,10 +91,10 @@ pub(super) async fn collect(engine: &Engine, env: &Env) -> String {
 }
 
 /// The running node's engine of an env, if it answers.
-pub(super) async fn inner_docker(engine: &Engine, env: &Env) -> Option<Docker> {
-    let sock = engine.cfg.run_dir.join(&env.id).join("docker.sock");
+pub(super) async fn inner_docker(engine: &Engine, env_id: &str) -> Option<Docker> {
+    let sock = engine.cfg.run_dir.join(env_id).join("docker.sock");
     // No `ready` yet: the daemon is still starting and would only time out.
-    let ready = engine.cfg.run_dir.join(&env.id).join("ready");
+    let ready = engine.cfg.run_dir.join(env_id).join("ready");
     if !sock.exists() || !ready.exists() {
         return None;
     }
@@ -229,13 +229,12 @@ async fn spool(
 /// containers' to write: walked through fds, links never followed, FIFOs never opened,
 /// each file capped.
 async fn files_from_host(
-    engine: &Engine,
+    host: &Docker,
     env: &Env,
     sink: Sink,
     deadline: Instant,
 ) -> (Option<Sink>, std::io::Result<()>) {
-    let vol = match engine
-        .host()
+    let vol = match host
         .inspect_volume(&format!("envd-{}-docker", env.short_id()))
         .await
     {
@@ -273,17 +272,11 @@ async fn files_from_host(
 /// A live tail of a running env: the last `tail` lines of every pod container, then what
 /// they write, each line prefixed `<pod>/<container> | `. Ends when the node goes.
 pub(super) async fn live(
-    engine: &Engine,
+    inner: &Docker,
     env: &Env,
     tail: u32,
-) -> crate::Result<impl futures_util::Stream<Item = Vec<u8>> + use<>> {
-    let inner = inner_docker(engine, env).await.ok_or_else(|| {
-        crate::Error::Conflict(format!(
-            "environment `{}` has no running node to follow",
-            env.name
-        ))
-    })?;
-    let list = pod_containers(&inner, env)
+) -> crate::Result<super::driver::LogLines> {
+    let list = pod_containers(inner, env)
         .await
         .map_err(|source| crate::Error::Docker {
             context: "listing the env's containers".into(),
@@ -313,5 +306,5 @@ pub(super) async fn live(
         });
         streams.push(Box::pin(lines));
     }
-    Ok(futures_util::stream::select_all(streams))
+    Ok(futures_util::stream::select_all(streams).boxed())
 }

@@ -63,7 +63,7 @@ pub(super) async fn copy_data(
             ),
         ));
     }
-    let src_inner = super::archive::inner_docker(engine, &source)
+    let src_inner = super::archive::inner_docker(engine, &source.id)
         .await
         .ok_or_else(|| {
             Error::step(

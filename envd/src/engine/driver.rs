@@ -13,9 +13,14 @@ use crate::store::Env;
 
 pub mod fake;
 mod local;
+mod seam;
 
 pub use fake::FakeDriver;
 pub use local::LocalDind;
+pub use seam::{
+    Exec, ExecChunk, ExecControl, ExecHandle, ExecOutput, HostEvents, HostObject, LogLines,
+    ObjectKind,
+};
 
 /// The pod's network-namespace holder, beside its containers in [`PodObs`].
 pub const PAUSE: &str = "pause";
@@ -134,4 +139,28 @@ pub trait NodeDriver: Send + Sync {
     async fn free(&self, env: &Env) -> Result<()>;
     /// The host objects the env still owns (containers, volumes, attachments), by name.
     async fn owned(&self, env: &Env) -> Result<Vec<String>>;
+    /// The host's node events as they happen; the stream ends when the host engine goes
+    /// away (the caller resyncs, then asks again).
+    async fn host_events(&self) -> Result<HostEvents>;
+    /// Whether `<pod>-<container>` runs now; a conflict when the env's node does not.
+    async fn container_running(&self, env: &Env, pod: &str, container: &str) -> Result<bool>;
+    /// Runs a command in a pod's running container, its output streamed.
+    async fn exec(
+        &self,
+        env: &Env,
+        pod: &str,
+        container: &str,
+        req: &crate::engine::ExecRequest,
+    ) -> Result<Exec>;
+    /// The last `tail` lines of every pod container, then what they write; ends when the
+    /// node goes.
+    async fn follow_logs(&self, env: &Env, tail: u32) -> Result<LogLines>;
+    /// Every host object labelled as envd's (nodes, volumes, attachments on its bridge).
+    async fn host_objects(&self) -> Result<Vec<HostObject>>;
+    /// Every container in the env's node's engine, labelled or not; none when that
+    /// engine does not answer.
+    async fn node_objects(&self, env: &Env) -> Result<Option<Vec<HostObject>>>;
+    /// Removes an object listed by [`NodeDriver::host_objects`] or
+    /// [`NodeDriver::node_objects`]; "not found" is success.
+    async fn remove_object(&self, obj: &HostObject) -> Result<()>;
 }

@@ -19,6 +19,7 @@ mod ready;
 mod reconcile;
 mod sweep;
 mod sweep_inner;
+mod takeover;
 mod upload;
 
 use std::collections::HashMap;
@@ -27,7 +28,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bollard::Docker;
 use ipnetwork::IpNetwork;
 use tokio::sync::Mutex as AsyncMutex;
 
@@ -38,7 +38,7 @@ use crate::store::{Env, Store};
 
 pub use driver::{FakeDriver, LocalDind, NodeDriver};
 pub use events::watch_host_events;
-pub use exec::{Exec, ExecHandle, ExecOutput, ExecRequest, ExecTarget};
+pub use exec::{Exec, ExecChunk, ExecHandle, ExecOutput, ExecRequest, ExecTarget};
 pub use jobs::{JOBS, JobReport, JobView, JobsConfig, parse_schedule, spawn_scheduler};
 pub use logsink::LogLimits;
 pub use node::{NodeMode, host_docker, host_docker_at};
@@ -46,6 +46,7 @@ pub use podops::{PodChange, field_of};
 pub use ready::check;
 pub use reconcile::error_policy;
 pub use sweep::Found;
+pub use takeover::take_over_claims;
 
 /// Objects younger than this are never swept: their env may be being created.
 pub const SWEEP_GRACE: Duration = Duration::from_secs(600);
@@ -147,7 +148,6 @@ pub fn first_host(cidr: IpNetwork) -> IpAddr {
 pub struct Engine {
     pub store: Store,
     pub cfg: EngineConfig,
-    host: Docker,
     driver: Arc<dyn NodeDriver>,
     pool: netcfg::IpPool,
     /// One act lock per env: never two actions on one env at once (a loop's, a config
@@ -165,35 +165,21 @@ impl Engine {
     /// The engine on this host's Docker Engine, with local dind nodes.
     pub async fn new(store: Store, cfg: EngineConfig) -> Result<Arc<Engine>> {
         let host = host_docker_at(cfg.docker_host.as_deref()).await?;
-        Self::build(store, cfg, host, |weak| Arc::new(LocalDind::new(weak)))
+        Self::build(store, cfg, |weak| Arc::new(LocalDind::new(weak, host)))
     }
 
     /// The engine acting through `driver` (e.g. [`FakeDriver`] in tests without Docker).
-    /// The host engine's client is made but never dialled unless a sweep or exec asks.
     pub fn with_driver(
         store: Store,
         cfg: EngineConfig,
         driver: Arc<dyn NodeDriver>,
     ) -> Result<Arc<Engine>> {
-        let sock = cfg
-            .docker_host
-            .as_deref()
-            .unwrap_or("/var/run/docker.sock")
-            .trim_start_matches("unix://")
-            .to_string();
-        let host = Docker::connect_with_unix(&sock, 120, bollard::API_DEFAULT_VERSION).map_err(
-            |source| Error::Docker {
-                context: format!("a client for {sock}"),
-                source,
-            },
-        )?;
-        Self::build(store, cfg, host, |_| driver)
+        Self::build(store, cfg, |_| driver)
     }
 
     fn build(
         store: Store,
         cfg: EngineConfig,
-        host: Docker,
         driver: impl FnOnce(std::sync::Weak<Engine>) -> Arc<dyn NodeDriver>,
     ) -> Result<Arc<Engine>> {
         let pool = cfg.pool()?;
@@ -204,7 +190,6 @@ impl Engine {
         Ok(Arc::new_cyclic(|weak| Engine {
             store,
             cfg,
-            host,
             driver: driver(weak.clone()),
             pool,
             locks: Mutex::new(HashMap::new()),
@@ -212,10 +197,6 @@ impl Engine {
             instance: format!("{}:{}", runner_name(), uuid::Uuid::now_v7()),
             runner: runner_name(),
         }))
-    }
-
-    pub fn host(&self) -> &Docker {
-        &self.host
     }
 
     pub fn driver(&self) -> &Arc<dyn NodeDriver> {
@@ -270,12 +251,8 @@ impl Engine {
     }
 
     /// Follows the logs of a running env's pods (`<pod>/<container> | line`).
-    pub async fn live_logs(
-        &self,
-        env: &Env,
-        tail: u32,
-    ) -> Result<impl futures_util::Stream<Item = Vec<u8>> + use<>> {
-        archive::live(self, env, tail).await
+    pub async fn live_logs(&self, env: &Env, tail: u32) -> Result<driver::LogLines> {
+        self.driver.follow_logs(env, tail).await
     }
 
     fn lock_for(&self, id: &str) -> Arc<AsyncMutex<()>> {

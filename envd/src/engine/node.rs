@@ -110,8 +110,7 @@ fn labels(env: &Env, role: &str) -> HashMap<String, String> {
 
 impl Engine {
     /// Creates what is missing of the node and starts it; a no-op on a running node.
-    pub(super) async fn ensure_node(&self, env: &Env) -> Result<Node> {
-        let host = &self.host;
+    pub(super) async fn ensure_node(&self, host: &Docker, env: &Env) -> Result<Node> {
         let name = node_name(env);
         let sock_dir = self.cfg.run_dir.join(&env.id);
         std::fs::create_dir_all(&sock_dir).io_ctx(|| format!("creating {}", sock_dir.display()))?;
@@ -342,8 +341,7 @@ pub(super) async fn labelled_volumes(
 
 /// Frees everything of the env on the host: containers, volumes, the veth, its cgroups
 /// and socket dir. Best effort: carries on past errors, "not found" is success.
-pub(super) async fn free(engine: &Engine, env: &Env) -> Result<()> {
-    let host = &engine.host;
+pub(super) async fn free(engine: &Engine, host: &Docker, env: &Env) -> Result<()> {
     let mut errors: Vec<String> = vec![];
     let label = format!("{LABEL_ENV}={}", env.id);
     let containers = labelled_containers(host, &label)

@@ -7,12 +7,11 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use bollard::query_parameters::{RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder};
 use serde::Serialize;
 
 use super::Engine;
-use super::node::{LABEL_ENV, labelled_containers, labelled_volumes};
-use crate::error::{DockerContext, Result};
+use super::driver::HostObject;
+use crate::error::Result;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Found {
@@ -25,15 +24,6 @@ pub struct Found {
     pub freed: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-}
-
-/// A listed container's name, without Docker's leading `/`.
-pub(super) fn container_name(c: &bollard::models::ContainerSummary) -> String {
-    c.names
-        .as_ref()
-        .and_then(|n| n.first())
-        .map(|n| n.trim_start_matches('/').to_string())
-        .unwrap_or_default()
 }
 
 impl Found {
@@ -61,77 +51,19 @@ impl Engine {
         let mut young: HashSet<String> = HashSet::new();
         let mut out = vec![];
 
-        let containers = labelled_containers(&self.host, LABEL_ENV)
-            .await
-            .ctx(|| "listing envd's containers".into())?;
-        for c in containers {
-            let env_id = c
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(LABEL_ENV))
-                .cloned()
-                .unwrap_or_default();
-            if !old_enough(c.created.unwrap_or(now)) {
-                young.insert(env_id);
+        let objects = self.driver.host_objects().await?;
+        // Objects the host dates (containers, volumes) first: they tell which envs are young.
+        let (dated, undated): (Vec<HostObject>, Vec<HostObject>) =
+            objects.into_iter().partition(|o| o.created.is_some());
+        for o in dated {
+            if !old_enough(o.created.unwrap_or(now)) {
+                young.insert(o.env_id);
                 continue;
             }
-            if holding.contains(&env_id) || (!dry_run && self.store.holds(&env_id).await?) {
+            if holding.contains(&o.env_id) || (!dry_run && self.store.holds(&o.env_id).await?) {
                 continue;
             }
-            let name = container_name(&c);
-            let mut o = Found {
-                kind: "container",
-                name,
-                env_id,
-                freed: false,
-                error: None,
-            };
-            if !dry_run && let Some(id) = c.id {
-                let opts = RemoveContainerOptionsBuilder::default()
-                    .force(true)
-                    .v(true)
-                    .build();
-                match self.host.remove_container(&id, Some(opts)).await {
-                    Ok(()) => o.freed = true,
-                    Err(e) => o.error = Some(e.to_string()),
-                }
-            }
-            out.push(o);
-        }
-
-        let volumes = labelled_volumes(&self.host, LABEL_ENV)
-            .await
-            .ctx(|| "listing envd's volumes".into())?;
-        for v in volumes {
-            let env_id = v.labels.get(LABEL_ENV).cloned().unwrap_or_default();
-            let created = v
-                .created_at
-                .as_deref()
-                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                .map(|t| t.timestamp())
-                .unwrap_or(now);
-            if !old_enough(created) {
-                young.insert(env_id);
-                continue;
-            }
-            if holding.contains(&env_id) || (!dry_run && self.store.holds(&env_id).await?) {
-                continue;
-            }
-            let mut o = Found {
-                kind: "volume",
-                name: v.name.clone(),
-                env_id,
-                freed: false,
-                error: None,
-            };
-            if !dry_run {
-                let opts = RemoveVolumeOptionsBuilder::default().force(true).build();
-                match self.host.remove_volume(&v.name, Some(opts)).await {
-                    Ok(()) => o.freed = true,
-                    Err(e) => o.error = Some(e.to_string()),
-                }
-            }
-            out.push(o);
+            out.push(self.free_orphan(o, dry_run).await);
         }
 
         let leases = self.store.leases_since().await?;
@@ -143,34 +75,15 @@ impl Engine {
                 .filter(|(_, _, at)| *at > before_ms)
                 .map(|(_, id, _)| id.clone()),
         );
-        // Only veths on envd's bridge: an operator's own netcfg attachments elsewhere stay.
-        for a in netcfg::list().await? {
-            if a.bridge.as_deref() != Some(self.cfg.bridge.as_str())
-                || holding.contains(&a.id)
-                || young.contains(&a.id)
-                || (!dry_run && !a.id.is_empty() && self.store.holds(&a.id).await?)
+        // Attachments: the host keeps no date, their env's other objects and lease tell.
+        for o in undated {
+            if holding.contains(&o.env_id)
+                || young.contains(&o.env_id)
+                || (!dry_run && !o.env_id.is_empty() && self.store.holds(&o.env_id).await?)
             {
                 continue;
             }
-            let mut o = Found {
-                kind: "veth",
-                name: a.host_ifname.clone(),
-                env_id: a.id.clone(),
-                freed: false,
-                error: None,
-            };
-            if !dry_run {
-                let res = if a.id.is_empty() {
-                    netcfg::detach_host_ifname(&a.host_ifname).await
-                } else {
-                    netcfg::detach(&a.id).await
-                };
-                match res {
-                    Ok(()) => o.freed = true,
-                    Err(e) => o.error = Some(e.to_string()),
-                }
-            }
-            out.push(o);
+            out.push(self.free_orphan(o, dry_run).await);
         }
 
         out.extend(
@@ -179,6 +92,18 @@ impl Engine {
         );
         out.extend(self.sweep_inner(grace, dry_run).await?);
         Ok(out)
+    }
+
+    /// Frees one orphan unless `dry_run`; what happened, as found.
+    pub(super) async fn free_orphan(&self, o: HostObject, dry_run: bool) -> Found {
+        let mut found = Found::new(o.kind.as_str(), &o.name, &o.env_id);
+        if !dry_run {
+            match self.driver.remove_object(&o).await {
+                Ok(()) => found.freed = true,
+                Err(e) => found.error = Some(e.to_string()),
+            }
+        }
+        found
     }
 
     /// Frees the leases (ip, env, taken at) older than `before_ms` of envs not live: each

@@ -57,4 +57,17 @@ impl Store {
             .await?;
         Ok(row.map(|r| r.try_get(0)).transpose()?)
     }
+
+    /// Envs whose claim expired without being let go: their holder died mid-work.
+    pub async fn expired_claims(&self) -> Result<Vec<String>> {
+        use sqlx::Row;
+        let rows = sqlx::query("SELECT env_id FROM claims WHERE expires_at < $1")
+            .bind(now_ms())
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<std::result::Result<_, _>>()?)
+    }
 }

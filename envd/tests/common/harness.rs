@@ -146,7 +146,7 @@ impl Harness {
 
 /// Nothing of the env on the host: containers, volumes, veth, lease.
 pub async fn assert_nothing_left(engine: &Engine, env_id: &str) {
-    let host = engine.host();
+    let host = &envd::engine::host_docker().await.unwrap();
     let filter = HashMap::from([("label".to_string(), vec![format!("envd.env={env_id}")])]);
     let cs = host
         .list_containers(Some(

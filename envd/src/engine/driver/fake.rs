@@ -8,7 +8,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{ContainerObs, ContainerSeen, NodeDriver, NodeObs, Observed, PAUSE, files_stamp};
+use futures_util::StreamExt;
+
+use super::{
+    ContainerObs, ContainerSeen, Exec, ExecChunk, ExecControl, HostEvents, HostObject, LogLines,
+    NodeDriver, NodeObs, ObjectKind, Observed, PAUSE, files_stamp,
+};
+use crate::engine::ExecRequest;
 use crate::error::{Error, Result};
 use crate::spec::{Container, Plan, Pod};
 use crate::store::Env;
@@ -31,6 +37,8 @@ pub enum Readiness {
 #[derive(Debug, Default)]
 struct FakeEnv {
     node: Option<bool>,
+    /// When the node was created (unix seconds): the sweep's grace counts from there.
+    created: i64,
     inner: bool,
     ip: bool,
     pods: BTreeMap<String, BTreeMap<String, ContainerSeen>>,
@@ -42,17 +50,70 @@ struct Inner {
     readiness: HashMap<String, Readiness>,
     /// Exit codes of containers (`pod/container`) that exit as soon as they start.
     exits: HashMap<String, i64>,
+    /// Exit codes of commands run in containers (`pod/container`); default 0.
+    exec_exits: HashMap<String, i64>,
     log: Vec<String>,
 }
 
-#[derive(Default)]
 pub struct FakeDriver {
     inner: Mutex<Inner>,
+    /// The host events of the fake's nodes (a stop or restart sends one).
+    events: tokio::sync::broadcast::Sender<String>,
+}
+
+impl Default for FakeDriver {
+    fn default() -> Self {
+        FakeDriver {
+            inner: Mutex::default(),
+            events: tokio::sync::broadcast::channel(64).0,
+        }
+    }
 }
 
 impl FakeDriver {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Makes a command run in `pod/container` exit with `code`.
+    pub fn set_exec_exit(&self, pod: &str, container: &str, code: i64) {
+        self.with(|i| i.exec_exits.insert(format!("{pod}/{container}"), code));
+    }
+
+    /// A node on the fake host whose env no store holds (left by a crash), created
+    /// `age` ago, with one container inside.
+    pub fn add_orphan(&self, env_id: &str, age: Duration) {
+        let created = chrono::Utc::now().timestamp() - age.as_secs() as i64;
+        let mut pod = BTreeMap::new();
+        pod.insert(
+            "app".to_string(),
+            ContainerSeen {
+                state: ContainerObs::Running,
+                files: None,
+            },
+        );
+        self.with(|i| {
+            i.envs.insert(
+                env_id.to_string(),
+                FakeEnv {
+                    node: Some(true),
+                    created,
+                    inner: true,
+                    ip: true,
+                    pods: BTreeMap::from([("app".to_string(), pod)]),
+                },
+            )
+        });
+    }
+
+    /// How many host-event streams are open.
+    pub fn event_listeners(&self) -> usize {
+        self.events.receiver_count()
+    }
+
+    /// Whether the fake host holds anything of the env.
+    pub fn holds(&self, env_id: &str) -> bool {
+        self.with(|i| i.envs.contains_key(env_id))
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
@@ -113,6 +174,8 @@ impl FakeDriver {
                 }
             }
         });
+        // What the host engine tells of a node that died; nobody may be listening.
+        let _ = self.events.send(env_id.to_string());
     }
 
     /// Detaches the env's IP (what a lost veth looks like).
@@ -167,6 +230,9 @@ impl NodeDriver for FakeDriver {
         let created = self.with(|i| {
             let e = i.envs.entry(env.id.clone()).or_default();
             let created = e.node.is_none();
+            if created {
+                e.created = chrono::Utc::now().timestamp();
+            }
             e.node = Some(true);
             created
         });
@@ -349,4 +415,160 @@ impl NodeDriver for FakeDriver {
             }
         }))
     }
+
+    async fn host_events(&self) -> Result<HostEvents> {
+        let events = event_stream(self.events.subscribe());
+        Ok(events)
+    }
+
+    async fn container_running(&self, env: &Env, pod: &str, container: &str) -> Result<bool> {
+        self.inner_up(env).map_err(|_| {
+            Error::Conflict(format!("environment `{}` has no running node", env.name))
+        })?;
+        Ok(self.with(|i| {
+            i.envs
+                .get(&env.id)
+                .and_then(|e| e.pods.get(pod))
+                .and_then(|p| p.get(container))
+                .is_some_and(|c| c.state == ContainerObs::Running)
+        }))
+    }
+
+    /// Echoes the command on stdout (and `stderr` on stderr when it is the first
+    /// argument); exits as scripted.
+    async fn exec(&self, env: &Env, pod: &str, container: &str, req: &ExecRequest) -> Result<Exec> {
+        self.inner_up(env)?;
+        self.act(env, format!("exec {pod}/{container} {}", req.cmd.join(" ")));
+        let code = self.with(|i| {
+            i.exec_exits
+                .get(&format!("{pod}/{container}"))
+                .copied()
+                .unwrap_or(0)
+        });
+        let line = format!("{}\n", req.cmd.join(" ")).into_bytes();
+        let chunk = if req.cmd.first().is_some_and(|c| c == "stderr") {
+            ExecChunk::Stderr(line)
+        } else {
+            ExecChunk::Stdout(line)
+        };
+        Ok(Exec {
+            output: Box::pin(futures_util::stream::iter([Ok(chunk)])),
+            input: Box::pin(tokio::io::sink()),
+            handle: std::sync::Arc::new(FakeExec { code }),
+        })
+    }
+
+    /// One line per container of the env's pods (pauses hold no logs), then the end.
+    async fn follow_logs(&self, env: &Env, tail: u32) -> Result<LogLines> {
+        self.inner_up(env).map_err(|_| {
+            Error::Conflict(format!(
+                "environment `{}` has no running node to follow",
+                env.name
+            ))
+        })?;
+        let lines: Vec<Vec<u8>> = self.with(|i| {
+            i.envs
+                .get(&env.id)
+                .map(|e| {
+                    e.pods
+                        .iter()
+                        .flat_map(|(pod, cs)| {
+                            cs.keys()
+                                .filter(|c| *c != PAUSE)
+                                .map(move |c| format!("{pod}/{c} | fake log (tail {tail})\n"))
+                        })
+                        .map(String::into_bytes)
+                        .collect()
+                })
+                .unwrap_or_default()
+        });
+        Ok(futures_util::stream::iter(lines).boxed())
+    }
+
+    async fn host_objects(&self) -> Result<Vec<HostObject>> {
+        Ok(self.with(|i| {
+            i.envs
+                .iter()
+                .filter(|(_, e)| e.node.is_some())
+                .map(|(id, e)| HostObject {
+                    kind: ObjectKind::Container,
+                    name: format!("fake-node-{id}"),
+                    env_id: id.clone(),
+                    created: Some(e.created),
+                    labels: None,
+                })
+                .collect()
+        }))
+    }
+
+    async fn node_objects(&self, env: &Env) -> Result<Option<Vec<HostObject>>> {
+        Ok(self.with(|i| {
+            let e = i.envs.get(&env.id).filter(|e| e.inner)?;
+            Some(
+                e.pods
+                    .iter()
+                    .flat_map(|(pod, cs)| {
+                        cs.keys().map(move |c| HostObject {
+                            kind: ObjectKind::InnerContainer,
+                            name: format!("{pod}-{c}"),
+                            env_id: env.id.clone(),
+                            created: Some(e.created),
+                            labels: Some((pod.clone(), c.clone())),
+                        })
+                    })
+                    .collect(),
+            )
+        }))
+    }
+
+    async fn remove_object(&self, obj: &HostObject) -> Result<()> {
+        self.with(|i| match obj.kind {
+            ObjectKind::InnerContainer => {
+                if let (Some(e), Some((pod, c))) = (i.envs.get_mut(&obj.env_id), &obj.labels) {
+                    if let Some(p) = e.pods.get_mut(pod) {
+                        p.remove(c);
+                    }
+                    e.pods.retain(|_, p| !p.is_empty());
+                }
+            }
+            _ => {
+                i.envs.remove(&obj.env_id);
+            }
+        });
+        self.with(|i| {
+            i.log
+                .push(format!("remove {} {}", obj.kind.as_str(), obj.name))
+        });
+        Ok(())
+    }
+}
+
+/// A fake exec's handle: it ended as soon as it started.
+struct FakeExec {
+    code: i64,
+}
+
+#[async_trait]
+impl ExecControl for FakeExec {
+    async fn exit_code(&self) -> Result<i64> {
+        Ok(self.code)
+    }
+
+    async fn resize(&self, _cols: u16, _rows: u16) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The events sent from now on, as a stream (a lagging reader skips what it missed).
+fn event_stream(rx: tokio::sync::broadcast::Receiver<String>) -> HostEvents {
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(id) => return Some((id, rx)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+    .boxed()
 }

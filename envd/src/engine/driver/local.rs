@@ -17,7 +17,15 @@ use bollard::query_parameters::{
 };
 use futures_util::TryStreamExt;
 
-use super::{ContainerObs, ContainerSeen, NodeDriver, NodeObs, Observed, PAUSE, files_stamp};
+mod change;
+mod events;
+mod exec;
+mod sweep;
+
+use super::{
+    ContainerObs, ContainerSeen, Exec, HostEvents, HostObject, LogLines, NodeDriver, NodeObs,
+    ObjectKind, Observed, PAUSE, files_stamp,
+};
 use crate::engine::node::{self, LABEL_ENV, labelled_containers, labelled_volumes};
 use crate::engine::pods::{LABEL_CONTAINER, LABEL_POD};
 use crate::engine::{Engine, archive, clone, pods, ready};
@@ -31,6 +39,8 @@ const STAMP: &str = "/.envd-files";
 
 pub struct LocalDind {
     engine: Weak<Engine>,
+    /// The host engine, where nodes are containers.
+    host: Docker,
     /// A client per env for its node's engine: requests dial the node's socket each
     /// time, so one client outlives a node restart; made once, not at every pass.
     inner: Mutex<HashMap<String, Docker>>,
@@ -38,9 +48,10 @@ pub struct LocalDind {
 
 impl LocalDind {
     /// A driver acting through `engine` (made with `Arc::new_cyclic`, so it holds no cycle).
-    pub fn new(engine: Weak<Engine>) -> Self {
+    pub fn new(engine: Weak<Engine>, host: Docker) -> Self {
         LocalDind {
             engine,
+            host,
             inner: Mutex::new(HashMap::new()),
         }
     }
@@ -55,17 +66,29 @@ impl LocalDind {
         if let Some(d) = self.clients().get(&env.id) {
             return Ok(d.clone());
         }
-        let d = archive::inner_docker(engine, env).await.ok_or_else(|| {
-            Error::step(
-                "inner-engine",
-                format!(
-                    "the node's engine of `{}` does not answer; the loop brings it back",
-                    env.name
-                ),
-            )
-        })?;
+        let d = archive::inner_docker(engine, &env.id)
+            .await
+            .ok_or_else(|| {
+                Error::step(
+                    "inner-engine",
+                    format!(
+                        "the node's engine of `{}` does not answer; the loop brings it back",
+                        env.name
+                    ),
+                )
+            })?;
         self.clients().insert(env.id.clone(), d.clone());
         Ok(d)
+    }
+
+    /// The env's node engine for a pod operation: a conflict when the node does not run.
+    async fn node_engine(&self, env: &Env) -> Result<Docker> {
+        let engine = self.engine()?;
+        archive::inner_docker(&engine, &env.id)
+            .await
+            .ok_or_else(|| {
+                Error::Conflict(format!("environment `{}` has no running node", env.name))
+            })
     }
 
     fn clients(&self) -> std::sync::MutexGuard<'_, HashMap<String, Docker>> {
@@ -83,8 +106,7 @@ fn node_ip(env: &Env) -> Result<IpAddr> {
 #[async_trait]
 impl NodeDriver for LocalDind {
     async fn ping(&self) -> Result<()> {
-        let engine = self.engine()?;
-        let ping = tokio::time::timeout(Duration::from_secs(5), engine.host().ping())
+        let ping = tokio::time::timeout(Duration::from_secs(5), self.host.ping())
             .await
             .unwrap_or(Err(bollard::errors::Error::RequestTimeoutError));
         ping.map(|_| ()).ctx(|| {
@@ -96,8 +118,8 @@ impl NodeDriver for LocalDind {
         let engine = self.engine()?;
         let name = node::node_name(env);
         let mut seen = Observed::nothing();
-        match engine
-            .host()
+        match self
+            .host
             .inspect_container(&name, None::<InspectContainerOptions>)
             .await
         {
@@ -148,24 +170,27 @@ impl NodeDriver for LocalDind {
     }
 
     async fn ensure_node(&self, env: &Env) -> Result<()> {
-        self.engine()?.ensure_node(env).await.map(|_| ())
+        self.engine()?
+            .ensure_node(&self.host, env)
+            .await
+            .map(|_| ())
     }
 
     async fn wait_inner(&self, env: &Env) -> Result<()> {
         let engine = self.engine()?;
-        let node = engine.ensure_node(env).await?;
+        let node = engine.ensure_node(&self.host, env).await?;
         node::wait_inner(&node).await.map(|_| ())
     }
 
     async fn attach_ip(&self, env: &Env) -> Result<()> {
         let engine = self.engine()?;
-        let node = engine.ensure_node(env).await?;
+        let node = engine.ensure_node(&self.host, env).await?;
         engine.ensure_ip(env, &node).await
     }
 
     async fn create_pod(&self, env: &Env, pod: &Pod, once: bool) -> Result<()> {
         let engine = self.engine()?;
-        let node = engine.ensure_node(env).await?;
+        let node = engine.ensure_node(&self.host, env).await?;
         let inner = self.inner(&engine, env).await?;
         pods::ensure_network(&inner, env).await?;
         pods::ensure_pod(&engine, env, &node, &inner, pod, once, false).await?;
@@ -202,7 +227,7 @@ impl NodeDriver for LocalDind {
         let inner = self.inner(&engine, env).await?;
         if container == PAUSE {
             // Starting the pause again stops the containers that held its old namespace.
-            let node = engine.ensure_node(env).await?;
+            let node = engine.ensure_node(&self.host, env).await?;
             pods::ensure_pod(&engine, env, &node, &inner, pod, false, false).await?;
             return Ok(());
         }
@@ -223,7 +248,7 @@ impl NodeDriver for LocalDind {
     async fn change_pod(&self, env: &Env, old: &Pod, new: &Pod) -> Result<String> {
         let engine = self.engine()?;
         let inner = self.inner(&engine, env).await?;
-        engine.apply(env, &inner, old, new).await
+        change::apply(&engine, &self.host, env, &inner, old, new).await
     }
 
     async fn wait_ready(&self, env: &Env, pod: &Pod) -> Result<()> {
@@ -253,32 +278,31 @@ impl NodeDriver for LocalDind {
             .map(|l| l.iter().any(|a| a.id == env.id && a.peer_alive))
             .unwrap_or(true);
         if attached {
-            archive::collect(&engine, env).await
+            archive::collect(&engine, &self.host, env).await
         } else {
             let unreachable = Env {
                 node_ip: None,
                 ..env.clone()
             };
-            archive::collect(&engine, &unreachable).await
+            archive::collect(&engine, &self.host, &unreachable).await
         }
     }
 
     async fn free(&self, env: &Env) -> Result<()> {
         self.clients().remove(&env.id);
         let engine = self.engine()?;
-        node::free(&engine, env).await
+        node::free(&engine, &self.host, env).await
     }
 
     async fn owned(&self, env: &Env) -> Result<Vec<String>> {
-        let engine = self.engine()?;
         let label = format!("{LABEL_ENV}={}", env.id);
-        let mut out: Vec<String> = labelled_containers(engine.host(), &label)
+        let mut out: Vec<String> = labelled_containers(&self.host, &label)
             .await
             .ctx(|| "listing the env's containers".into())?
             .iter()
-            .map(|c| format!("container {}", crate::engine::sweep::container_name(c)))
+            .map(|c| format!("container {}", sweep::container_name(c)))
             .collect();
-        for v in labelled_volumes(engine.host(), &label)
+        for v in labelled_volumes(&self.host, &label)
             .await
             .ctx(|| "listing the env's volumes".into())?
         {
@@ -290,6 +314,62 @@ impl NodeDriver for LocalDind {
             }
         }
         Ok(out)
+    }
+
+    async fn host_events(&self) -> Result<HostEvents> {
+        Ok(events::node_events(&self.host))
+    }
+
+    async fn container_running(&self, env: &Env, pod: &str, container: &str) -> Result<bool> {
+        let inner = self.node_engine(env).await?;
+        exec::running(&inner, &format!("{pod}-{container}")).await
+    }
+
+    async fn exec(
+        &self,
+        env: &Env,
+        pod: &str,
+        container: &str,
+        req: &crate::engine::ExecRequest,
+    ) -> Result<Exec> {
+        let inner = self.node_engine(env).await?;
+        exec::start(&inner, &format!("{pod}-{container}"), req).await
+    }
+
+    async fn follow_logs(&self, env: &Env, tail: u32) -> Result<LogLines> {
+        let engine = self.engine()?;
+        let inner = archive::inner_docker(&engine, &env.id)
+            .await
+            .ok_or_else(|| {
+                Error::Conflict(format!(
+                    "environment `{}` has no running node to follow",
+                    env.name
+                ))
+            })?;
+        archive::live(&inner, env, tail).await
+    }
+
+    async fn host_objects(&self) -> Result<Vec<HostObject>> {
+        let engine = self.engine()?;
+        sweep::host_objects(&self.host, &engine.cfg.bridge).await
+    }
+
+    async fn node_objects(&self, env: &Env) -> Result<Option<Vec<HostObject>>> {
+        let engine = self.engine()?;
+        match archive::inner_docker(&engine, &env.id).await {
+            Some(inner) => Ok(Some(sweep::node_objects(&inner, &env.id).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn remove_object(&self, obj: &HostObject) -> Result<()> {
+        let inner = match obj.kind {
+            ObjectKind::InnerContainer => {
+                archive::inner_docker(&*self.engine()?, &obj.env_id).await
+            }
+            _ => None,
+        };
+        sweep::remove(&self.host, inner.as_ref(), obj).await
     }
 }
 
