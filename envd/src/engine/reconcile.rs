@@ -279,6 +279,9 @@ impl Engine {
             Action::Requeue(d) => return Ok(Next::Wait(d)),
             Action::Lease => return self.lease(env).await,
             Action::EnsureNode => {
+                // What this run did was done to the node's previous life: its containers
+                // were stopped with it and must be started (and waited for) again.
+                run.progress = Progress::default();
                 self.act(env, Step::Node, true, self.driver.ensure_node(env))
                     .await?
             }

@@ -365,3 +365,4 @@ async fn a_config_change_open_when_the_env_is_removed_is_closed() {
     assert!(closed.outcome.unwrap().contains("removed"));
 }
 mod seam;
+mod restart;
