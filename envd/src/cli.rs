@@ -30,8 +30,9 @@ pub enum ClientCmd {
     Ls {
         #[command(flatten)]
         c: Conn,
+        /// Only envs in this state (creating, ready, failed, ...).
         #[arg(long)]
-        state: Option<String>,
+        state: Option<State>,
         #[arg(long)]
         key: Option<String>,
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
@@ -360,15 +361,15 @@ async fn run_inner(cmd: ClientCmd) -> Result<(), Fail> {
                         "{:<28} {:<10} {:<15} {:<12} {:<26} EXPIRES",
                         "NAME", "STATE", "NODE_IP", "TEMPLATE", "KEY"
                     );
-                    for e in v.as_array().into_iter().flatten() {
+                    for e in typed::<Vec<EnvView>>(v)? {
                         println!(
                             "{:<28} {:<10} {:<15} {:<12} {:<26} {}",
-                            s(&e["name"]),
-                            s(&e["state"]),
-                            s(&e["node_ip"]),
-                            s(&e["template"]),
-                            s(&e["key"]),
-                            s(&e["expires_at"])
+                            e.name,
+                            e.state,
+                            e.node_ip.unwrap_or_default(),
+                            e.template,
+                            e.key.unwrap_or_default(),
+                            e.expires_at
                         );
                     }
                 }
@@ -397,7 +398,8 @@ async fn run_inner(cmd: ClientCmd) -> Result<(), Fail> {
                 }
             };
             let (_, v) = call(Method::DELETE, &c, &path, None).await?;
-            println!("{} {}", s(&v["name"]), s(&v["state"]));
+            let env: EnvView = typed(v)?;
+            println!("{} {}", env.name, env.state);
             Ok(())
         }
         ClientCmd::Logs {
@@ -465,15 +467,12 @@ async fn run_inner(cmd: ClientCmd) -> Result<(), Fail> {
                 None,
             )
             .await?;
-            for e in v.as_array().into_iter().flatten() {
-                let at = chrono::DateTime::from_timestamp_millis(e["at"].as_i64().unwrap_or(0))
+            for e in typed::<Vec<Event>>(v)? {
+                let at = chrono::DateTime::from_timestamp_millis(e.at)
                     .map(|t| t.format("%H:%M:%S%.3f").to_string())
                     .unwrap_or_default();
-                let d = e["duration_ms"]
-                    .as_i64()
-                    .map(|d| format!("{d} ms"))
-                    .unwrap_or_default();
-                println!("{at}  {:<18} {:>9}  {}", s(&e["step"]), d, s(&e["message"]));
+                let d = e.duration_ms.map(|d| format!("{d} ms")).unwrap_or_default();
+                println!("{at}  {:<18} {:>9}  {}", e.step, d, e.message);
             }
             Ok(())
         }
