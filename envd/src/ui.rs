@@ -174,7 +174,16 @@ async fn fields_fragment(
 }
 
 async fn env_page(me: Me, Path(id): Path<String>) -> Response {
-    render("env.html", &me, context! { id => id })
+    // The page listens to the event stream by kind: the names come from the enum.
+    let kinds: Vec<&str> = crate::lifecycle::EventKind::ALL
+        .iter()
+        .map(|k| k.as_str())
+        .collect();
+    render(
+        "env.html",
+        &me,
+        context! { id => id, kinds => kinds.join(" ") },
+    )
 }
 
 async fn jobs_page(me: Me) -> Response {

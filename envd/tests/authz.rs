@@ -221,32 +221,9 @@ async fn send(
     body: Option<&Value>,
     token: Option<&str>,
 ) -> (u16, String, Value) {
-    let method: Method = method.parse().unwrap();
-    let mut req = reqwest::Client::new()
-        .request(method, format!("{base}{path}"))
-        .timeout(Duration::from_secs(120));
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    if let Some(b) = body {
-        req = req.json(b);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let ctype = resp
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    if path.contains("follow=true") && status == 200 {
-        return (status, ctype, Value::Null);
-    }
-    let bytes = resp.bytes().await.unwrap();
-    (
-        status,
-        ctype,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+    let body = body.map(Value::to_string);
+    let url = format!("{base}{path}");
+    call_as(token, method.parse().unwrap(), &url, body.as_deref()).await
 }
 
 async fn token(store: &Store, name: &str, role: Role, owner: &str) -> String {

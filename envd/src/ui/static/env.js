@@ -181,8 +181,8 @@
 
   // SSE events are named after their step; EventSource hands named events only to
   // listeners of that name, so listen to every step an env records (per pod too).
-  const STEPS = ["requested", "lease", "node", "inner-engine", "network", "pods", "copy-data", "ready",
-    "failed", "collecting", "freeing", "gone", "expired", "expiring", "claimed", "cold", "deadline", "message"];
+  // Event kinds as the server names them (lifecycle::EventKind), rendered into the page.
+  const KINDS = (document.getElementById("env").dataset.kinds || "").split(" ").filter(Boolean);
   function follow() {
     const src = new EventSource(`${base}/events`);
     const seen = new Set();
@@ -194,8 +194,8 @@
       const kind = split(e)[0];
       if (["ready", "failed", "freeing", "collecting", "claimed", "expired", "config", "network"].includes(kind)) refresh();
     };
-    const names = [...STEPS];
-    for (const p of (env && env.pods) || []) names.push(`started:${p.name}`, `ready:${p.name}`, `config:${p.name}`);
+    const names = [...KINDS];
+    for (const p of (env && env.pods) || []) names.push(...KINDS.map((k) => `${k}:${p.name}`));
     for (const n of names) src.addEventListener(n, handle);
     src.addEventListener("end", () => { src.close(); refresh(); });
     src.onerror = () => { if (src.readyState === EventSource.CLOSED) refresh(); };
