@@ -14,6 +14,7 @@ mod jobs;
 mod logsink;
 mod node;
 mod podops;
+mod pool;
 mod pods;
 mod ready;
 mod reconcile;
