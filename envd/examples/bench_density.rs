@@ -198,7 +198,11 @@ async fn wait_ready(engine: &Engine, id: &str) -> anyhow::Result<()> {
             State::Failed | State::Gone => anyhow::bail!("{} failed: {:?}", env.name, env.error),
             _ => {}
         }
-        anyhow::ensure!(t.elapsed() < Duration::from_secs(600), "{} never ready", env.name);
+        anyhow::ensure!(
+            t.elapsed() < Duration::from_secs(600),
+            "{} never ready",
+            env.name
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

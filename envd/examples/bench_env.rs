@@ -87,7 +87,10 @@ async fn fill(refill: &envd::pool::Refill, engine: &Engine) -> anyhow::Result<()
         if members.iter().any(|m| m.state == State::Pooled) {
             return Ok(());
         }
-        anyhow::ensure!(t.elapsed() < Duration::from_secs(240), "the pool never filled");
+        anyhow::ensure!(
+            t.elapsed() < Duration::from_secs(240),
+            "the pool never filled"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -200,7 +203,10 @@ async fn main() -> anyhow::Result<()> {
             .into_iter()
             .map(|e| e.step)
             .collect();
-        anyhow::ensure!(kinds.iter().any(|k| k == "claimed"), "run {i} was built cold");
+        anyhow::ensure!(
+            kinds.iter().any(|k| k == "claimed"),
+            "run {i} was built cold"
+        );
         answers(&engine, &got).await?;
         rows.entry("envd full: pooled take".into())
             .or_default()

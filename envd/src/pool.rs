@@ -209,7 +209,7 @@ fn cold_reason(req: &CreateRequest) -> Option<&'static str> {
 
 /// What became of a create's look into the pools.
 pub enum Outcome {
-    Taken(Created),
+    Taken(Box<Created>),
     /// Built cold: why (recorded as its `cold` event).
     Cold(String),
 }
@@ -284,7 +284,7 @@ pub async fn take(
         keep_on_failure: req.keep_on_failure,
     };
     match store.take_pooled(&t).await? {
-        Some(created) => Ok(Outcome::Taken(created)),
+        Some(created) => Ok(Outcome::Taken(Box::new(created))),
         None => {
             store.count_miss(&pool.name, "empty").await?;
             Ok(Outcome::Cold(format!("warm pool {} was empty", pool.name)))
@@ -478,21 +478,53 @@ pub async fn metrics(out: &mut String, store: &Store, catalog: &Catalog) -> Resu
     let gauge = |out: &mut String, name: &str, help: &str, kind: &str| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
     };
-    gauge(out, "envd_warm_pool_ready", "Envs waiting in a warm pool.", "gauge");
+    gauge(
+        out,
+        "envd_warm_pool_ready",
+        "Envs waiting in a warm pool.",
+        "gauge",
+    );
     for v in &views {
-        let _ = writeln!(out, "envd_warm_pool_ready{{pool=\"{}\"}} {}", v.name, v.ready);
+        let _ = writeln!(
+            out,
+            "envd_warm_pool_ready{{pool=\"{}\"}} {}",
+            v.name, v.ready
+        );
     }
-    gauge(out, "envd_warm_pool_creating", "Envs being built for a warm pool.", "gauge");
+    gauge(
+        out,
+        "envd_warm_pool_creating",
+        "Envs being built for a warm pool.",
+        "gauge",
+    );
     for v in &views {
-        let _ = writeln!(out, "envd_warm_pool_creating{{pool=\"{}\"}} {}", v.name, v.creating);
+        let _ = writeln!(
+            out,
+            "envd_warm_pool_creating{{pool=\"{}\"}} {}",
+            v.name, v.creating
+        );
     }
-    gauge(out, "envd_warm_pool_min", "A warm pool's size to keep.", "gauge");
+    gauge(
+        out,
+        "envd_warm_pool_min",
+        "A warm pool's size to keep.",
+        "gauge",
+    );
     for v in &views {
         let _ = writeln!(out, "envd_warm_pool_min{{pool=\"{}\"}} {}", v.name, v.min);
     }
-    gauge(out, "envd_warm_pool_claims_total", "Creates that took a pooled env.", "counter");
+    gauge(
+        out,
+        "envd_warm_pool_claims_total",
+        "Creates that took a pooled env.",
+        "counter",
+    );
     for v in &views {
-        let _ = writeln!(out, "envd_warm_pool_claims_total{{pool=\"{}\"}} {}", v.name, v.claims);
+        let _ = writeln!(
+            out,
+            "envd_warm_pool_claims_total{{pool=\"{}\"}} {}",
+            v.name, v.claims
+        );
     }
     gauge(
         out,

@@ -513,7 +513,8 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
 
 /// `--pool TEMPLATE=MIN[:MAX]`.
 fn pool_flag(s: &str) -> anyhow::Result<envd::pool::PoolSpec> {
-    let bad = || anyhow::anyhow!("--pool: `{s}` is not TEMPLATE=MIN or TEMPLATE=MIN:MAX, e.g. full=2");
+    let bad =
+        || anyhow::anyhow!("--pool: `{s}` is not TEMPLATE=MIN or TEMPLATE=MIN:MAX, e.g. full=2");
     let (template, size) = s.split_once('=').ok_or_else(bad)?;
     let (min, max) = match size.split_once(':') {
         Some((a, b)) => (a, Some(b)),
@@ -524,7 +525,10 @@ fn pool_flag(s: &str) -> anyhow::Result<envd::pool::PoolSpec> {
         template: template.trim().to_string(),
         answers: Default::default(),
         min: min.trim().parse().map_err(|_| bad())?,
-        max: max.map(|m| m.trim().parse()).transpose().map_err(|_| bad())?,
+        max: max
+            .map(|m| m.trim().parse())
+            .transpose()
+            .map_err(|_| bad())?,
     })
 }
 

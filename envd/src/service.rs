@@ -204,10 +204,11 @@ pub async fn create_admitted(
         store.release_key(&old.id).await?;
     }
     let expires_at = now_ms().saturating_add(millis(ttl));
-    let cold = match crate::pool::take(store, catalog, &tpl, &req, &name, &owner, expires_at).await? {
-        crate::pool::Outcome::Taken(created) => return Ok(created),
-        crate::pool::Outcome::Cold(why) => why,
-    };
+    let cold =
+        match crate::pool::take(store, catalog, &tpl, &req, &name, &owner, expires_at).await? {
+            crate::pool::Outcome::Taken(created) => return Ok(*created),
+            crate::pool::Outcome::Cold(why) => why,
+        };
     let new = NewEnv {
         id,
         name,

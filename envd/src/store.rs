@@ -763,8 +763,8 @@ fn is_busy(e: &sqlx::Error) -> bool {
 mod claims;
 mod config;
 mod pools;
-pub use pools::{PoolMember, PoolRow, Take};
 pub use config::{ConfigChange, NewChange};
+pub use pools::{PoolMember, PoolRow, Take};
 mod audit;
 mod jobs;
 mod tokens;

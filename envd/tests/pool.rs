@@ -121,7 +121,12 @@ async fn a_pool_fills_is_taken_refills_replaces_a_killed_env_and_drains() {
         assert!(first.contains(&id), "{id} was not one of the pool's");
         assert!(kinds(base, &id).await.iter().any(|k| k == "claimed"));
         let ep = &env["endpoints"]["redis"];
-        redis_answers(ep["host"].as_str().unwrap(), ep["port"].as_u64().unwrap(), "envd-redis").await;
+        redis_answers(
+            ep["host"].as_str().unwrap(),
+            ep["port"].as_u64().unwrap(),
+            "envd-redis",
+        )
+        .await;
         eprintln!("pooled take: {} ms", took.as_millis());
         taken.insert(id);
     }
@@ -138,7 +143,10 @@ async fn a_pool_fills_is_taken_refills_replaces_a_killed_env_and_drains() {
     let (status, _, cold) = call(
         Method::POST,
         &format!("{base}/v1/envs?wait=true"),
-        Some(&json!({"template": "minimal", "answers": {"redis_password": "other-pw-1"}}).to_string()),
+        Some(
+            &json!({"template": "minimal", "answers": {"redis_password": "other-pw-1"}})
+                .to_string(),
+        ),
     )
     .await;
     assert_eq!(status, 201, "{cold}");
@@ -147,14 +155,25 @@ async fn a_pool_fills_is_taken_refills_replaces_a_killed_env_and_drains() {
     assert_eq!(cold["state"], "ready", "{cold}");
     assert!(!second.contains(&cold_id));
     let k = kinds(base, &cold_id).await;
-    assert!(k.iter().any(|k| k == "cold") && !k.iter().any(|k| k == "claimed"), "{k:?}");
+    assert!(
+        k.iter().any(|k| k == "cold") && !k.iter().any(|k| k == "claimed"),
+        "{k:?}"
+    );
 
     // A pooled env whose node is killed is replaced.
-    let victim = s.engine.store.get(second.iter().next().unwrap()).await.unwrap();
+    let victim = s
+        .engine
+        .store
+        .get(second.iter().next().unwrap())
+        .await
+        .unwrap();
     let node = format!("envd-{}-{}", victim.name, victim.short_id());
     s.engine
         .host()
-        .kill_container(&node, None::<bollard::query_parameters::KillContainerOptions>)
+        .kill_container(
+            &node,
+            None::<bollard::query_parameters::KillContainerOptions>,
+        )
         .await
         .unwrap();
     let t = Instant::now();
@@ -164,7 +183,11 @@ async fn a_pool_fills_is_taken_refills_replaces_a_killed_env_and_drains() {
             assert_eq!(env.state, State::Failed, "{env:?}");
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(120), "killed env still {}", env.state);
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "killed env still {}",
+            env.state
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let third = pool_at(&s.engine, base, 2).await;
@@ -189,7 +212,11 @@ async fn a_pool_fills_is_taken_refills_replaces_a_killed_env_and_drains() {
             if env.state.is_final() {
                 break;
             }
-            assert!(t.elapsed() < Duration::from_secs(120), "{id} still {}", env.state);
+            assert!(
+                t.elapsed() < Duration::from_secs(120),
+                "{id} still {}",
+                env.state
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         assert_nothing_left(&s.engine, id).await;
@@ -207,6 +234,9 @@ async fn a_pool_fills_is_taken_refills_replaces_a_killed_env_and_drains() {
         assert_nothing_left(&s.engine, id).await;
     }
     let p = pool(base).await;
-    assert_eq!((p["ready"].as_u64(), p["creating"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(
+        (p["ready"].as_u64(), p["creating"].as_u64()),
+        (Some(0), Some(0))
+    );
     assert_eq!(p["claims"], 2);
 }

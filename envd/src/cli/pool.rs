@@ -57,7 +57,15 @@ pub async fn run(c: &Conn, cmd: PoolCmd) -> Result<(), Fail> {
             let (_, v) = call(reqwest::Method::GET, c, "/v1/pools", None).await?;
             println!(
                 "{:<16} {:<14} {:>5} {:>8} {:>4} {:>4} {:>7} {:>7} {:>8}",
-                "POOL", "TEMPLATE", "READY", "CREATING", "MIN", "MAX", "CLAIMS", "MISSES", "HIT RATE"
+                "POOL",
+                "TEMPLATE",
+                "READY",
+                "CREATING",
+                "MIN",
+                "MAX",
+                "CLAIMS",
+                "MISSES",
+                "HIT RATE"
             );
             for p in v.as_array().cloned().unwrap_or_default() {
                 let rate = p["hit_rate"]

@@ -21,7 +21,12 @@ impl Engine {
             let took = since_ms(env.created_at);
             let pool = env.pool.as_deref().unwrap_or_default();
             self.store
-                .event(&env.id, EventKind::Pooled, &format!("ready in warm pool {pool}"), Some(took))
+                .event(
+                    &env.id,
+                    EventKind::Pooled,
+                    &format!("ready in warm pool {pool}"),
+                    Some(took),
+                )
                 .await?;
         }
         Ok(())

@@ -125,7 +125,10 @@ impl Store {
         // SQLite runs one writing statement at a time: the pick and the update are one.
         // PostgreSQL skips rows another transaction is taking.
         let sql = if self.postgres {
-            concat!(take_sql!(), " FOR UPDATE SKIP LOCKED) AND state = 'pooled' RETURNING id")
+            concat!(
+                take_sql!(),
+                " FOR UPDATE SKIP LOCKED) AND state = 'pooled' RETURNING id"
+            )
         } else {
             concat!(take_sql!(), ") AND state = 'pooled' RETURNING id")
         };
