@@ -30,6 +30,7 @@ mod doc;
 mod import;
 mod jobs;
 mod pods;
+mod pools;
 pub(crate) mod templates;
 
 use access::Security;
@@ -78,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs/{name}/run", post(jobs::run))
         .merge(pods::routes())
         .merge(access::routes())
+        .merge(pools::routes())
         .merge(crate::ui::routes())
         .route(
             "/v1/templates/{name}",
@@ -120,7 +122,9 @@ pub fn router(state: AppState) -> Router {
         access::tokens,
         access::create_token,
         access::revoke_token,
-        access::audit
+        access::audit,
+        pools::list,
+        pools::set
     ),
     modifiers(&Security),
     components(schemas(
@@ -138,6 +142,8 @@ pub fn router(state: AppState) -> Router {
         import::ImportView,
         FieldError,
         templates::TemplateView,
+        crate::pool::PoolSpec,
+        crate::pool::PoolView,
         pods::ConfigRequest,
         pods::ConfigChangeView,
         crate::engine::PodChange,
@@ -488,6 +494,7 @@ async fn metrics(State(s): State<AppState>) -> ApiResult<Response> {
         "# HELP envd_pool_capacity Node IPs in the pool.\n# TYPE envd_pool_capacity gauge\nenvd_pool_capacity {}",
         pool.capacity()
     );
+    crate::pool::metrics(&mut out, store, &s.catalog).await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
 }
 
@@ -602,7 +609,7 @@ async fn wait_for(
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 struct ListParams {
-    #[param(pattern = "^(requested|creating|ready|collecting|freeing|gone|failed)$")]
+    #[param(pattern = "^(requested|creating|ready|collecting|freeing|gone|failed|pooled)$")]
     state: Option<String>,
     owner: Option<String>,
     key: Option<String>,

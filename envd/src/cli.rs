@@ -18,6 +18,7 @@ mod clone;
 mod dirs;
 mod init;
 mod pods;
+mod pool;
 mod templates;
 
 #[derive(Subcommand)]
@@ -135,6 +136,13 @@ pub enum ClientCmd {
     },
     /// The audit trail of mutating requests (admin), newest first.
     Audit(auth::AuditArgs),
+    /// Warm pools (admin): `envd pool set full --min 2 [--max N] [--set K=V]`, `envd pool ls`.
+    Pool {
+        #[command(flatten)]
+        c: Conn,
+        #[command(subcommand)]
+        cmd: pool::PoolCmd,
+    },
 }
 
 #[derive(Subcommand)]
@@ -569,6 +577,7 @@ async fn run_inner(cmd: ClientCmd) -> Result<(), Fail> {
         ClientCmd::Token { c, cmd } => auth::token(&c, cmd).await,
         ClientCmd::Quota { c, owner } => auth::quota(&c, owner).await,
         ClientCmd::Audit(a) => auth::audit(a).await,
+        ClientCmd::Pool { c, cmd } => pool::run(&c, cmd).await,
         ClientCmd::Exec(a) => pods::exec(a).await,
         ClientCmd::Templates { c, cmd: Some(cmd) } => templates::run(&c, cmd).await,
         ClientCmd::Templates { c, cmd: None } => {

@@ -10,6 +10,7 @@ pub mod error;
 pub mod faults;
 pub mod hostfs;
 pub mod lifecycle;
+pub mod pool;
 pub mod quota;
 pub mod service;
 pub mod spec;

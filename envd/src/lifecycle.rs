@@ -95,6 +95,8 @@ pub enum State {
     Freeing,
     Gone,
     Failed,
+    /// Built and ready for a warm pool, owned by nobody yet: a create takes it.
+    Pooled,
 }
 
 text_enum!(State, "state", {
@@ -105,6 +107,7 @@ text_enum!(State, "state", {
     Freeing => "freeing",
     Gone => "gone",
     Failed => "failed",
+    Pooled => "pooled",
 });
 
 impl State {
@@ -236,6 +239,12 @@ pub enum EventKind {
     Failed,
     Collecting,
     Freeing,
+    /// Built for a warm pool (the duration is the refill's).
+    Pooled,
+    /// Taken from a warm pool by a create.
+    Claimed,
+    /// Built for its create: no warm pool had one (the message says why).
+    Cold,
 }
 
 text_enum!(EventKind, "event kind", {
@@ -256,6 +265,9 @@ text_enum!(EventKind, "event kind", {
     Failed => "failed",
     Collecting => "collecting",
     Freeing => "freeing",
+    Pooled => "pooled",
+    Claimed => "claimed",
+    Cold => "cold",
 });
 
 impl From<Step> for EventKind {

@@ -119,6 +119,16 @@ pub struct ServeArgs {
     /// Log collection stops after this (the archive is marked partial), e.g. 5m.
     #[arg(long, env = "ENVD_LOG_COLLECT_TIMEOUT")]
     log_collect_timeout: Option<String>,
+    /// A warm pool: `TEMPLATE=MIN` or `TEMPLATE=MIN:MAX` with the template's default
+    /// answers (repeatable; `[[pools]]` in the file gives answers too).
+    #[arg(long = "pool", env = "ENVD_POOLS", value_delimiter = ',')]
+    pools: Vec<String>,
+    /// CPU cores all pooled envs may hold together (default: no bound).
+    #[arg(long, env = "ENVD_POOL_BUDGET_CPUS")]
+    pool_budget_cpus: Option<f64>,
+    /// Memory all pooled envs may hold together, e.g. 8g (default: no bound).
+    #[arg(long, env = "ENVD_POOL_BUDGET_MEMORY")]
+    pool_budget_memory: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -153,6 +163,9 @@ struct FileConfig {
     log_max_file: Option<String>,
     log_max_env: Option<String>,
     log_collect_timeout: Option<String>,
+    pools: Option<Vec<envd::pool::PoolSpec>>,
+    pool_budget_cpus: Option<f64>,
+    pool_budget_memory: Option<String>,
 }
 
 pub struct Config {
@@ -165,6 +178,8 @@ pub struct Config {
     pub compose_images: std::collections::BTreeMap<String, String>,
     pub engine: EngineConfig,
     pub limits: Limits,
+    pub pools: Vec<envd::pool::PoolSpec>,
+    pub pool_budget: envd::pool::Budget,
 }
 
 fn resolve(a: ServeArgs) -> anyhow::Result<Config> {
@@ -322,7 +337,23 @@ fn resolve(a: ServeArgs) -> anyhow::Result<Config> {
         allowed_origins,
         admin_token_file: None,
     };
+    let mut pools = file.pools.unwrap_or_default();
+    for p in &a.pools {
+        pools.push(pool_flag(p)?);
+    }
+    let pool_budget = envd::pool::Budget {
+        cpus: a.pool_budget_cpus.or(file.pool_budget_cpus),
+        memory: match a.pool_budget_memory.or(file.pool_budget_memory) {
+            Some(m) => Some(
+                envd::spec::parse_memory(&m)
+                    .map_err(|r| anyhow::anyhow!("pool_budget_memory: {r}"))?,
+            ),
+            None => None,
+        },
+    };
     Ok(Config {
+        pools,
+        pool_budget,
         no_auth: a.no_auth,
         auth,
         quotas,
@@ -425,6 +456,24 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         auth: cfg.auth.clone(),
         quotas: Arc::new(envd::quota::Admission::new(cfg.quotas.clone())),
     };
+    for spec in cfg.pools.clone() {
+        let what = spec.template.clone();
+        envd::pool::set(&state.engine.store, &state.catalog, spec)
+            .await
+            .with_context(|| format!("warm pool of {what}"))?;
+    }
+    tokio::spawn(
+        envd::pool::Refill {
+            engine: Arc::clone(&state.engine),
+            catalog: state.catalog.clone(),
+            limits: state.limits.clone(),
+            quotas: cfg.quotas.clone(),
+            budget: cfg.pool_budget.clone(),
+            tick: Duration::from_secs(1),
+            health_every: Duration::from_secs(30),
+        }
+        .run(),
+    );
     let app = envd::api::router(state);
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
@@ -461,6 +510,27 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!("envd stopped; unfinished steps resume at the next start");
     Ok(())
+}
+
+/// `--pool TEMPLATE=MIN[:MAX]`.
+fn pool_flag(s: &str) -> anyhow::Result<envd::pool::PoolSpec> {
+    let bad =
+        || anyhow::anyhow!("--pool: `{s}` is not TEMPLATE=MIN or TEMPLATE=MIN:MAX, e.g. full=2");
+    let (template, size) = s.split_once('=').ok_or_else(bad)?;
+    let (min, max) = match size.split_once(':') {
+        Some((a, b)) => (a, Some(b)),
+        None => (size, None),
+    };
+    Ok(envd::pool::PoolSpec {
+        name: None,
+        template: template.trim().to_string(),
+        answers: Default::default(),
+        min: min.trim().parse().map_err(|_| bad())?,
+        max: max
+            .map(|m| m.trim().parse())
+            .transpose()
+            .map_err(|_| bad())?,
+    })
 }
 
 /// `--no-auth` only where nobody else can connect: every address `listen` names must be

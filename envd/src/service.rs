@@ -203,6 +203,12 @@ pub async fn create_admitted(
         store.request_teardown(&old.id).await?;
         store.release_key(&old.id).await?;
     }
+    let expires_at = now_ms().saturating_add(millis(ttl));
+    let cold =
+        match crate::pool::take(store, catalog, &tpl, &req, &name, &owner, expires_at).await? {
+            crate::pool::Outcome::Taken(created) => return Ok(*created),
+            crate::pool::Outcome::Cold(why) => why,
+        };
     let new = NewEnv {
         id,
         name,
@@ -213,13 +219,14 @@ pub async fn create_admitted(
         answers,
         labels: req.labels.clone(),
         keep_on_failure: req.keep_on_failure,
-        expires_at: now_ms().saturating_add(millis(ttl)),
+        expires_at,
         init: req.init.clone(),
         clone_of: None,
         with_data: false,
     };
     let created = store.create_env(new).await?;
     if let Created::New(env) = &created {
+        crate::pool::record_cold(store, &env.id, &cold).await?;
         for (pod, data) in &req.dirs {
             store.put_upload(&env.id, pod, data).await?;
         }

@@ -42,6 +42,12 @@ pub struct Env {
     pub clone_of: Option<String>,
     /// With `clone_of`: the source's databases are copied in once the pods are ready.
     pub with_data: bool,
+    /// The warm pool's key while the env waits in it (`pooled`); none once taken.
+    #[serde(skip)]
+    pub pool: Option<String>,
+    /// The name its host objects carry when not its own (a taken pooled env's).
+    #[serde(skip)]
+    pub host_name: Option<String>,
 }
 
 impl Env {
@@ -115,7 +121,7 @@ pub fn now_ms() -> i64 {
 
 macro_rules! env_columns {
     () => {
-        "id, name, env_key, owner, template, template_src, answers, labels, state, desired, step, error, node_ip, keep_on_failure, created_at, updated_at, ready_at, expires_at, init, clone_of, with_data"
+        "id, name, env_key, owner, template, template_src, answers, labels, state, desired, step, error, node_ip, keep_on_failure, created_at, updated_at, ready_at, expires_at, init, clone_of, with_data, pool, host_name"
     };
 }
 
@@ -212,13 +218,18 @@ impl Store {
 
     /// Inserts a requested env; with a key held by a live env, returns that env instead.
     pub async fn create_env(&self, new: NewEnv) -> Result<Created> {
+        self.create_env_in(new, None).await
+    }
+
+    /// [`Store::create_env`], for the warm pool of key `pool` when given.
+    pub async fn create_env_in(&self, new: NewEnv, pool: Option<&str>) -> Result<Created> {
         if let Some(key) = &new.key
             && let Some(env) = self.live_by_key(&new.owner, key).await?
         {
             return Ok(Created::Existing(env));
         }
         let now = now_ms();
-        let res = sqlx::query(concat!("INSERT INTO envs (", env_columns!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'requested', 'ready', 'requested', NULL, NULL, $9, $10, $10, NULL, $11, $12, $13, $14)"))
+        let res = sqlx::query(concat!("INSERT INTO envs (", env_columns!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'requested', 'ready', 'requested', NULL, NULL, $9, $10, $10, NULL, $11, $12, $13, $14, $15, NULL)"))
         .bind(&new.id)
         .bind(&new.name)
         .bind(&new.key)
@@ -233,6 +244,7 @@ impl Store {
         .bind(serde_json::to_string(&new.init).unwrap_or_else(|_| "{}".into()))
         .bind(&new.clone_of)
         .bind(i64::from(new.with_data))
+        .bind(pool)
         .execute(&self.pool)
         .await;
         match res {
@@ -735,6 +747,8 @@ fn env_from_row(r: &AnyRow) -> Result<Env> {
         init: serde_json::from_str(&r.try_get::<String, _>("init")?).unwrap_or_default(),
         clone_of: r.try_get("clone_of")?,
         with_data: r.try_get::<i64, _>("with_data")? != 0,
+        pool: r.try_get("pool")?,
+        host_name: r.try_get("host_name")?,
     })
 }
 
@@ -748,7 +762,9 @@ fn is_busy(e: &sqlx::Error) -> bool {
 
 mod claims;
 mod config;
+mod pools;
 pub use config::{ConfigChange, NewChange};
+pub use pools::{PoolMember, PoolRow, Take};
 mod audit;
 mod jobs;
 mod tokens;

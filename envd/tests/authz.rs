@@ -72,6 +72,7 @@ fn policy(method: &str, path: &str) -> Option<Policy> {
         ("GET", "/v1/jobs" | "/v1/tokens" | "/v1/audit")
         | ("POST", "/v1/jobs/{name}/run" | "/v1/tokens")
         | ("DELETE", "/v1/tokens/{id}") => p(false, ADMIN, false),
+        ("GET", "/v1/pools") | ("PUT", "/v1/pools/{name}") => p(false, ADMIN, false),
         _ => None,
     }
 }
@@ -170,6 +171,12 @@ impl Fixture {
                 (concrete, Some(json!({"cmd": ["true"]})), false)
             }
             ("POST", "/v1/jobs/{name}/run") => (format!("{concrete}?dry_run=true"), None, false),
+            // A pool of size 0: set, nothing built.
+            ("PUT", "/v1/pools/{name}") => (
+                concrete,
+                Some(json!({"template": "minimal", "min": 0})),
+                false,
+            ),
             ("POST", "/v1/tokens") => (
                 concrete,
                 Some(json!({"name": format!("made-{n}"), "role": "viewer", "owner": A})),

@@ -72,6 +72,8 @@ pub const RULES: &[Rule] = &[
     r("POST", "/v1/tokens", ADMIN, true),
     r("DELETE", "/v1/tokens/{id}", ADMIN, true),
     r("GET", "/v1/audit", ADMIN, false),
+    r("GET", "/v1/pools", ADMIN, false),
+    r("PUT", "/v1/pools/{name}", ADMIN, true),
 ];
 
 const PAGE: Access = Access::Page(&[Viewer, User, Ci, Admin]);

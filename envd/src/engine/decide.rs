@@ -53,6 +53,11 @@ pub enum Action {
     },
     /// A failure is recorded and the env is kept for debugging.
     KeepFailed,
+    /// A pooled env is not whole any more: it is failed and torn down (the pool builds
+    /// another), never repaired in place.
+    Discard {
+        reason: String,
+    },
     /// Apply the env's open config change (or finish rolling it back).
     ApplyConfig {
         generation: i64,
@@ -97,6 +102,12 @@ pub fn decide(
         _ if env.desired == Desired::Gone || env.error.is_some() => Action::Collect,
         State::Requested => Action::Lease,
         State::Creating | State::Ready => converge(env, pods, seen, done, config),
+        State::Pooled => match converge(env, pods, seen, done, None) {
+            Action::Done => Action::Done,
+            other => Action::Discard {
+                reason: unwhole(&other),
+            },
+        },
     }
 }
 
@@ -164,6 +175,22 @@ fn converge(
         return Action::CopyData;
     }
     Action::MarkReady
+}
+
+/// Why a pooled env that would need `next` is not whole.
+fn unwhole(next: &Action) -> String {
+    let what = match next {
+        Action::EnsureNode => "its node is not running".to_string(),
+        Action::WaitInner => "its node's engine does not answer".to_string(),
+        Action::AttachIp => "its IP is not attached".to_string(),
+        Action::CreatePod { pod }
+        | Action::UploadFiles { pod, .. }
+        | Action::Start { pod, .. }
+        | Action::RecordStarted { pod } => format!("pod {pod} is not running"),
+        Action::Fail { reason } => reason.clone(),
+        other => format!("it would need {other:?}"),
+    };
+    format!("pooled env unhealthy: {what}")
 }
 
 struct View<'a> {

@@ -15,6 +15,7 @@ mod logsink;
 mod node;
 mod podops;
 mod pods;
+mod pool;
 mod ready;
 mod reconcile;
 mod sweep;

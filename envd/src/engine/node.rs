@@ -94,7 +94,9 @@ impl Node {
 }
 
 pub fn node_name(env: &Env) -> String {
-    format!("envd-{}-{}", env.name, env.short_id())
+    // A taken pooled env is renamed; its node keeps the name it was made with.
+    let name = env.host_name.as_deref().unwrap_or(&env.name);
+    format!("envd-{name}-{}", env.short_id())
 }
 
 fn volume_name(env: &Env) -> String {

@@ -49,6 +49,9 @@ struct Run {
     /// When this run first saw the env creating: the plan's deadline counts from there.
     creating_since: Option<Instant>,
     pods_since: Option<Instant>,
+    /// Saw the env waiting in a warm pool: once taken, it starts over (every pod is
+    /// recorded and probed again).
+    pooled: bool,
 }
 
 /// Backoff after a failed pass: by kind, doubling with each failure in a row, capped.
@@ -212,7 +215,12 @@ impl Engine {
 
     async fn pass(&self, id: &str, run: &mut Run, handle: &LoopHandle) -> Result<Next> {
         let env = self.store.get(id).await?;
-        let live = matches!(env.state, State::Creating | State::Ready)
+        if env.state == State::Pooled {
+            run.pooled = true;
+        } else if run.pooled {
+            *run = Run::default();
+        }
+        let live = matches!(env.state, State::Creating | State::Ready | State::Pooled)
             && env.desired == Desired::Running
             && env.error.is_none();
         let (pods, seen) = if live {
@@ -368,6 +376,8 @@ impl Engine {
                 self.act(env, Step::CopyData, true, copy).await?;
                 run.progress.copied = true;
             }
+            Action::MarkReady if env.pool.is_some() => self.mark_pooled(env).await?,
+            Action::Discard { reason } => self.discard_pooled(env, &reason).await?,
             Action::MarkReady => {
                 self.store
                     .set_state(&env.id, State::Ready, Step::Ready, None)

@@ -32,6 +32,8 @@ fn env(state: State) -> Env {
         init: Default::default(),
         clone_of: None,
         with_data: false,
+        pool: None,
+        host_name: None,
     }
 }
 

@@ -1,0 +1,208 @@
+//! `scripts/bench density`: N (default 20) live `full` envs on this host, each answering;
+//! memory per env, this envd's RSS (engine and API in this process), and `GET /v1/envs`
+//! latency at N envs under `wrk` for 10 s on loopback with an admin token.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use envd::catalog::Catalog;
+use envd::engine::{Engine, EngineConfig};
+use envd::service::{self, CreateRequest, Limits};
+use envd::store::{Created, State, Store};
+
+/// `MemAvailable` of the host, in bytes.
+fn available() -> anyhow::Result<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo")?;
+    let kb = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .ok_or_else(|| anyhow::anyhow!("no MemAvailable in /proc/meminfo"))?;
+    Ok(kb * 1024)
+}
+
+fn rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// wrk's latency line (`50%    1.23ms`) in ms.
+fn percentile(out: &str, p: &str) -> Option<f64> {
+    let line = out.lines().find(|l| l.trim_start().starts_with(p))?;
+    let v = line.split_whitespace().nth(1)?;
+    let (num, unit) = v.split_at(v.find(|c: char| c.is_alphabetic())?);
+    let n: f64 = num.parse().ok()?;
+    Some(match unit {
+        "us" => n / 1000.0,
+        "ms" => n,
+        "s" => n * 1000.0,
+        _ => return None,
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let n: usize = std::env::var("N")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(&format!(
+        "sqlite://{}",
+        dir.path().join("envd.db").display()
+    ))
+    .await?;
+    let mut cfg = EngineConfig::with_data_dir(dir.path().to_path_buf());
+    let ip = |s: &str| {
+        s.parse::<std::net::IpAddr>()
+            .unwrap_or_else(|_| unreachable!())
+    };
+    cfg.reserved = vec![
+        (ip("10.213.0.2"), ip("10.213.168.255")),
+        (ip("10.213.170.0"), ip("10.213.255.254")),
+    ];
+    let engine = Engine::new(store, cfg).await?;
+    let catalog = Catalog::new(None);
+    let token = envd::auth::new_token();
+    engine
+        .store
+        .insert_token(&envd::store::NewToken {
+            id: &uuid::Uuid::now_v7().to_string(),
+            name: "bench-admin",
+            hash: &envd::auth::hash(&token),
+            role: "admin",
+            owner: "admin",
+            expires_at: None,
+        })
+        .await?;
+    let app = envd::api::router(envd::api::AppState {
+        engine: Arc::clone(&engine),
+        catalog: catalog.clone(),
+        limits: Limits::default(),
+        auth: Default::default(),
+        quotas: Arc::new(envd::quota::Admission::new(Default::default())),
+    })
+    .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let before = available()?;
+    let rss_before = rss();
+    let t = Instant::now();
+    let mut ids = vec![];
+    for i in 0..n {
+        let req = CreateRequest {
+            template: "full".into(),
+            owner: Some("admin".into()),
+            ..Default::default()
+        };
+        let Created::New(env) =
+            service::create(&engine.store, &catalog, &Limits::default(), req).await?
+        else {
+            anyhow::bail!("not new")
+        };
+        // Two at a time: this host has two cores.
+        engine.kick(&env.id);
+        ids.push(env.id);
+        if i % 2 == 1 || i + 1 == n {
+            for id in &ids[ids.len().saturating_sub(2)..] {
+                wait_ready(&engine, id).await?;
+            }
+        }
+        eprintln!("{} envs ready ({:.0} s)", i + 1, t.elapsed().as_secs_f64());
+    }
+    // Every env answers on every pod now, from this host.
+    for id in &ids {
+        let env = engine.store.get(id).await?;
+        let plan = engine.plan(&env)?;
+        let node: std::net::IpAddr = env.node_ip.as_deref().unwrap_or_default().parse()?;
+        for pod in &plan.pods {
+            if let Some(r) = &pod.ready {
+                envd::engine::check(node, engine.host(), pod, r)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{} pod {}: {e}", env.name, pod.name))?;
+            }
+        }
+    }
+    // Let the inner engines and databases settle before measuring memory.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let used = before.saturating_sub(available()?);
+    let rss_at_n = rss();
+
+    let out = Command::new("wrk")
+        .args(["-t2", "-c8", "-d10s", "--latency", "-H"])
+        .arg(format!("Authorization: Bearer {token}"))
+        .arg(format!("http://{addr}/v1/envs"))
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "wrk: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    eprintln!("{text}");
+    let rps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_default();
+
+    println!("\n| what (N = {n} live full envs) | value |\n| --- | --- |");
+    println!(
+        "| host memory used per env (MemAvailable drop / N) | {:.0} MiB |",
+        used as f64 / n as f64 / 1048576.0
+    );
+    println!(
+        "| host memory used by all N envs | {:.2} GiB |",
+        used as f64 / 1073741824.0
+    );
+    println!(
+        "| envd RSS (this process: engine + API; debug build) before / at N | {:.1} / {:.1} MiB |",
+        rss_before as f64 / 1048576.0,
+        rss_at_n as f64 / 1048576.0
+    );
+    for p in ["50%", "99%"] {
+        println!(
+            "| GET /v1/envs p{} under wrk (-t2 -c8, 10 s) | {:.2} ms |",
+            p.trim_end_matches('%'),
+            percentile(&text, p).unwrap_or(f64::NAN)
+        );
+    }
+    println!("| GET /v1/envs requests/s | {rps} |");
+
+    for id in &ids {
+        engine.store.request_teardown(id).await?;
+        engine.kick(id);
+    }
+    for id in &ids {
+        while !engine.store.get(id).await?.state.is_final() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    eprintln!("all {n} torn down");
+    Ok(())
+}
+
+async fn wait_ready(engine: &Engine, id: &str) -> anyhow::Result<()> {
+    let t = Instant::now();
+    loop {
+        let env = engine.store.get(id).await?;
+        match env.state {
+            State::Ready => return Ok(()),
+            State::Failed | State::Gone => anyhow::bail!("{} failed: {:?}", env.name, env.error),
+            _ => {}
+        }
+        anyhow::ensure!(
+            t.elapsed() < Duration::from_secs(600),
+            "{} never ready",
+            env.name
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -1,0 +1,272 @@
+//! Warm pools: their settings and counters, the envs built for them, and the take of one
+//! by a create (one statement picks and renames it, so no two creates get the same one,
+//! also across instances on PostgreSQL).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{Created, Env, Store, env_from_row, is_unique_violation, json, now_ms};
+use crate::error::{Error, Result};
+use crate::lifecycle::EventKind;
+
+/// One pool's settings and counters as stored.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct PoolRow {
+    pub name: String,
+    /// `name` or `name:version` of a catalog template (without a version: the newest).
+    pub template: String,
+    /// The answers given (the template's defaults for the rest).
+    pub answers: BTreeMap<String, String>,
+    pub min: u32,
+    pub max: u32,
+    /// Creates that took a pooled env.
+    pub claims: i64,
+    /// Creates of this template that found none (see the reasons in `/metrics`).
+    pub misses: i64,
+    pub updated_at: i64,
+}
+
+/// What a create asks of the env it takes.
+pub struct Take<'a> {
+    /// The pool (its key matches the create's template version and answers).
+    pub pool: &'a str,
+    pub key: &'a str,
+    pub name: &'a str,
+    pub env_key: Option<&'a str>,
+    pub owner: &'a str,
+    pub labels: &'a BTreeMap<String, String>,
+    pub expires_at: i64,
+    pub keep_on_failure: bool,
+}
+
+/// A live env built for a pool: its id, key and state.
+#[derive(Debug, Clone)]
+pub struct PoolMember {
+    pub id: String,
+    pub key: String,
+    pub state: crate::lifecycle::State,
+}
+
+/// The take's update up to the pick's end (each dialect closes it).
+macro_rules! take_sql {
+    () => {
+        "UPDATE envs SET pool = NULL, host_name = COALESCE(host_name, name), name = $2, env_key = $3, owner = $4, labels = $5, expires_at = $6, keep_on_failure = $7, created_at = $8, updated_at = $8, ready_at = NULL, state = 'creating', step = 'pods' WHERE id = (SELECT id FROM envs WHERE pool = $1 AND state = 'pooled' AND desired = 'ready' AND error IS NULL ORDER BY updated_at LIMIT 1"
+    };
+}
+
+impl Store {
+    pub async fn upsert_pool(&self, p: &PoolRow) -> Result<()> {
+        sqlx::query("INSERT INTO pools (name, template, answers, min_size, max_size, claims, misses, updated_at) VALUES ($1, $2, $3, $4, $5, 0, 0, $6) ON CONFLICT (name) DO UPDATE SET template = $2, answers = $3, min_size = $4, max_size = $5, updated_at = $6")
+            .bind(&p.name)
+            .bind(&p.template)
+            .bind(json(&p.answers))
+            .bind(i64::from(p.min))
+            .bind(i64::from(p.max))
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn pools(&self) -> Result<Vec<PoolRow>> {
+        let rows = sqlx::query("SELECT name, template, answers, min_size, max_size, claims, misses, updated_at FROM pools ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let answers: String = r.try_get(2)?;
+                let size = |i: usize| -> Result<u32> {
+                    Ok(u32::try_from(r.try_get::<i64, _>(i)?).unwrap_or(0))
+                };
+                Ok(PoolRow {
+                    name: r.try_get(0)?,
+                    template: r.try_get(1)?,
+                    answers: serde_json::from_str(&answers).unwrap_or_default(),
+                    min: size(3)?,
+                    max: size(4)?,
+                    claims: r.try_get(5)?,
+                    misses: r.try_get(6)?,
+                    updated_at: r.try_get(7)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Live envs built for pools (not asked to go): being built or waiting.
+    pub async fn pool_members(&self) -> Result<Vec<PoolMember>> {
+        let rows = sqlx::query("SELECT id, pool, state FROM envs WHERE pool IS NOT NULL AND state NOT IN ('gone', 'failed') AND desired <> 'gone' AND error IS NULL ORDER BY created_at")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PoolMember {
+                    id: r.try_get(0)?,
+                    key: r.try_get(1)?,
+                    state: r.try_get::<String, _>(2)?.parse()?,
+                })
+            })
+            .collect()
+    }
+
+    /// Envs of users' creates still being built cold (a refill waits for them).
+    pub async fn cold_creating(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) FROM envs WHERE pool IS NULL AND host_name IS NULL AND state IN ('requested', 'creating') AND desired <> 'gone'")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// Takes the oldest pooled env of `t.key` for a create in one transaction: the env
+    /// gets the create's name, key, owner, labels and TTL, goes back to `creating` (its
+    /// loop probes every pod again) and records `claimed`. `None` when the pool has none.
+    pub async fn take_pooled(&self, t: &Take<'_>) -> Result<Option<Created>> {
+        // SQLite runs one writing statement at a time: the pick and the update are one.
+        // PostgreSQL skips rows another transaction is taking.
+        let sql = if self.postgres {
+            concat!(
+                take_sql!(),
+                " FOR UPDATE SKIP LOCKED) AND state = 'pooled' RETURNING id"
+            )
+        } else {
+            concat!(take_sql!(), ") AND state = 'pooled' RETURNING id")
+        };
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let taken = sqlx::query(sql)
+            .bind(t.key)
+            .bind(t.name)
+            .bind(t.env_key)
+            .bind(t.owner)
+            .bind(json(t.labels))
+            .bind(t.expires_at)
+            .bind(i64::from(t.keep_on_failure))
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await;
+        let id: String = match taken {
+            Ok(Some(row)) => row.try_get(0)?,
+            Ok(None) => return Ok(None),
+            Err(e) if is_unique_violation(&e) => {
+                drop(tx);
+                if let Some(key) = t.env_key
+                    && let Some(env) = self.live_by_key(t.owner, key).await?
+                {
+                    return Ok(Some(Created::Existing(env)));
+                }
+                return Err(Error::Conflict(format!(
+                    "a live environment is already named `{}`; choose another name or remove it first",
+                    t.name
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        sqlx::query("INSERT INTO events (env_id, at, step, message, duration_ms) VALUES ($1, $2, $3, $4, NULL)")
+            .bind(&id)
+            .bind(now)
+            .bind(EventKind::Claimed.as_str())
+            .bind(format!("taken from warm pool {}", t.pool))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE pools SET claims = claims + 1 WHERE name = $1")
+            .bind(t.pool)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.changed(&id).await;
+        Ok(Some(Created::New(self.get(&id).await?)))
+    }
+
+    /// Counts a create of a pool's template that found no env to take.
+    pub async fn count_miss(&self, pool: &str, reason: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE pools SET misses = misses + 1 WHERE name = $1")
+            .bind(pool)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO pool_misses (pool, reason, n) VALUES ($1, $2, 1) ON CONFLICT (pool, reason) DO UPDATE SET n = pool_misses.n + 1")
+            .bind(pool)
+            .bind(reason)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Misses as (pool, reason, count).
+    pub async fn pool_misses(&self) -> Result<Vec<(String, String, i64)>> {
+        let rows = sqlx::query("SELECT pool, reason, n FROM pool_misses ORDER BY pool, reason")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect()
+    }
+
+    /// A pool env's build is done: it waits in the pool. Only while still being built
+    /// for it (a drain may have asked it to go meanwhile).
+    pub async fn mark_pooled(&self, id: &str) -> Result<bool> {
+        let done = sqlx::query("UPDATE envs SET state = 'pooled', step = 'ready', updated_at = $2 WHERE id = $1 AND state = 'creating' AND pool IS NOT NULL")
+            .bind(id)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        self.changed(id).await;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Records why a pooled env is failed, only while nobody took it: its loop then
+    /// tears it down. Returns whether it was.
+    pub async fn discard_pooled(&self, id: &str, cause: &str) -> Result<bool> {
+        let done = sqlx::query("UPDATE envs SET error = $2, updated_at = $3 WHERE id = $1 AND state = 'pooled' AND error IS NULL")
+            .bind(id)
+            .bind(cause)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        self.changed(id).await;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Asks a pool's env to go while nobody took it (a drain). Returns whether it was.
+    pub async fn drain_pooled(&self, id: &str) -> Result<bool> {
+        let done = sqlx::query("UPDATE envs SET desired = 'gone', updated_at = $2 WHERE id = $1 AND pool IS NOT NULL AND state IN ('requested', 'creating', 'pooled')")
+            .bind(id)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        self.changed(id).await;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Durations of finished pool builds (`pooled` events): (sum in s, count).
+    pub async fn refill_durations(&self) -> Result<(f64, i64)> {
+        self.step_durations(EventKind::Pooled).await
+    }
+
+    /// How many envs built for pool key `key` failed since `since` (ms).
+    pub async fn pool_failures_since(&self, key: &str, since: i64) -> Result<i64> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) FROM envs WHERE pool = $1 AND error IS NOT NULL AND updated_at >= $2",
+        )
+        .bind(key)
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// Live pooled envs of one key, oldest first.
+    pub async fn pooled_envs(&self, key: &str) -> Result<Vec<Env>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            env_columns!(),
+            " FROM envs WHERE pool = $1 AND state = 'pooled' AND desired = 'ready' AND error IS NULL ORDER BY updated_at"
+        ))
+        .bind(key)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(env_from_row).collect()
+    }
+}

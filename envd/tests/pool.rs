@@ -1,0 +1,242 @@
+//! Warm pools on the real engine (issue 16): pool `minimal` min 2 fills; two concurrent
+//! creates both take (distinct envs, `claimed`), their endpoints answer, the pool refills;
+//! other answers build cold; a pooled env whose node was killed is replaced; min 0 drains
+//! and leaves nothing. Leases from 10.213.160.0/24.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::harness::assert_nothing_left;
+use common::http::{call, serve};
+use envd::store::State;
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const SLICE: u8 = 160;
+
+/// The pool's view from `GET /v1/pools`.
+async fn pool(base: &str) -> Value {
+    let (status, _, v) = call(Method::GET, &format!("{base}/v1/pools"), None).await;
+    assert_eq!(status, 200, "{v}");
+    v.as_array()
+        .and_then(|a| a.iter().find(|p| p["name"] == "minimal").cloned())
+        .unwrap_or(Value::Null)
+}
+
+/// Waits until the pool holds `n` ready envs and builds none; their ids.
+async fn pool_at(engine: &envd::engine::Engine, base: &str, n: u64) -> BTreeSet<String> {
+    let t = Instant::now();
+    loop {
+        let p = pool(base).await;
+        if p["ready"] == n && p["creating"] == 0 {
+            let members = engine.store.pool_members().await.unwrap();
+            return members.into_iter().map(|m| m.id).collect();
+        }
+        assert!(t.elapsed() < Duration::from_secs(240), "pool stuck at {p}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// AUTH + PING on a redis endpoint: the env answers.
+async fn redis_answers(host: &str, port: u64, password: &str) {
+    let mut s = tokio::net::TcpStream::connect((host, port as u16))
+        .await
+        .unwrap();
+    s.write_all(format!("AUTH {password}\r\nPING\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut got = vec![];
+    let mut buf = [0u8; 64];
+    while !String::from_utf8_lossy(&got).contains("PONG") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "redis closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+async fn kinds(base: &str, id: &str) -> Vec<String> {
+    let (_, _, v) = call(Method::GET, &format!("{base}/v1/envs/{id}/events"), None).await;
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["step"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_pool_fills_is_taken_refills_replaces_a_killed_env_and_drains() {
+    let Some(s) = serve(SLICE, None).await else {
+        return;
+    };
+    let guard = common::Guard::default();
+    tokio::spawn(
+        envd::pool::Refill {
+            engine: s.engine.clone(),
+            catalog: envd::catalog::Catalog::new(None),
+            limits: envd::service::Limits::default(),
+            quotas: Default::default(),
+            budget: Default::default(),
+            tick: Duration::from_millis(200),
+            health_every: Duration::from_secs(1),
+        }
+        .run(),
+    );
+    let base = &s.base;
+    let (status, _, v) = call(
+        Method::PUT,
+        &format!("{base}/v1/pools/minimal"),
+        Some(&json!({"template": "minimal", "min": 2}).to_string()),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let first = pool_at(&s.engine, base, 2).await;
+    for id in &first {
+        guard.watch(id);
+    }
+
+    // Two creates at once: each takes one pooled env.
+    let create = || async {
+        let t = Instant::now();
+        let r = call(
+            Method::POST,
+            &format!("{base}/v1/envs?wait=true"),
+            Some(&json!({"template": "minimal", "labels": {"by": "pool-test"}}).to_string()),
+        )
+        .await;
+        (r, t.elapsed())
+    };
+    let (a, b) = tokio::join!(create(), create());
+    let mut taken = BTreeSet::new();
+    for ((status, _, env), took) in [a, b] {
+        assert_eq!(status, 201, "{env}");
+        assert_eq!(env["state"], "ready", "{env}");
+        let id = env["id"].as_str().unwrap().to_string();
+        guard.watch(&id);
+        assert!(first.contains(&id), "{id} was not one of the pool's");
+        assert!(kinds(base, &id).await.iter().any(|k| k == "claimed"));
+        let ep = &env["endpoints"]["redis"];
+        redis_answers(
+            ep["host"].as_str().unwrap(),
+            ep["port"].as_u64().unwrap(),
+            "envd-redis",
+        )
+        .await;
+        eprintln!("pooled take: {} ms", took.as_millis());
+        taken.insert(id);
+    }
+    assert_eq!(taken.len(), 2, "both creates took the same env");
+
+    // The pool builds two more.
+    let second = pool_at(&s.engine, base, 2).await;
+    for id in &second {
+        guard.watch(id);
+    }
+    assert!(second.is_disjoint(&taken));
+
+    // Other answers: built cold, and it says so.
+    let (status, _, cold) = call(
+        Method::POST,
+        &format!("{base}/v1/envs?wait=true"),
+        Some(
+            &json!({"template": "minimal", "answers": {"redis_password": "other-pw-1"}})
+                .to_string(),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{cold}");
+    let cold_id = cold["id"].as_str().unwrap().to_string();
+    guard.watch(&cold_id);
+    assert_eq!(cold["state"], "ready", "{cold}");
+    assert!(!second.contains(&cold_id));
+    let k = kinds(base, &cold_id).await;
+    assert!(
+        k.iter().any(|k| k == "cold") && !k.iter().any(|k| k == "claimed"),
+        "{k:?}"
+    );
+
+    // A pooled env whose node is killed is replaced.
+    let victim = s
+        .engine
+        .store
+        .get(second.iter().next().unwrap())
+        .await
+        .unwrap();
+    let node = format!("envd-{}-{}", victim.name, victim.short_id());
+    s.engine
+        .host()
+        .kill_container(
+            &node,
+            None::<bollard::query_parameters::KillContainerOptions>,
+        )
+        .await
+        .unwrap();
+    let t = Instant::now();
+    loop {
+        let env = s.engine.store.get(&victim.id).await.unwrap();
+        if env.state.is_final() {
+            assert_eq!(env.state, State::Failed, "{env:?}");
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "killed env still {}",
+            env.state
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let third = pool_at(&s.engine, base, 2).await;
+    for id in &third {
+        guard.watch(id);
+    }
+    assert!(!third.contains(&victim.id));
+
+    // min 0 drains the pool; nothing of any pool env is left.
+    let (status, _, v) = call(
+        Method::PUT,
+        &format!("{base}/v1/pools/minimal"),
+        Some(&json!({"template": "minimal", "min": 0}).to_string()),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let t = Instant::now();
+    let built: BTreeSet<String> = first.iter().chain(&second).chain(&third).cloned().collect();
+    for id in built.difference(&taken) {
+        loop {
+            let env = s.engine.store.get(id).await.unwrap();
+            if env.state.is_final() {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(120),
+                "{id} still {}",
+                env.state
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_nothing_left(&s.engine, id).await;
+    }
+    for id in taken.iter().chain([&cold_id]) {
+        s.engine.store.request_teardown(id).await.unwrap();
+        s.engine.kick(id);
+    }
+    for id in taken.iter().chain([&cold_id]) {
+        let t = Instant::now();
+        while !s.engine.store.get(id).await.unwrap().state.is_final() {
+            assert!(t.elapsed() < Duration::from_secs(120));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_nothing_left(&s.engine, id).await;
+    }
+    let p = pool(base).await;
+    assert_eq!(
+        (p["ready"].as_u64(), p["creating"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert_eq!(p["claims"], 2);
+}
