@@ -27,6 +27,8 @@ use crate::store::{Created, Env, EnvFilter, State as EnvState};
 mod access;
 mod clone;
 mod doc;
+mod hooks;
+mod images;
 mod import;
 mod jobs;
 mod pods;
@@ -77,6 +79,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs", get(jobs::list))
         .route("/v1/jobs/{name}/run", post(jobs::run))
         .merge(pods::routes())
+        .merge(images::routes())
+        .merge(hooks::routes())
         .merge(access::routes())
         .merge(crate::ui::routes())
         .route(
@@ -120,7 +124,12 @@ pub fn router(state: AppState) -> Router {
         access::tokens,
         access::create_token,
         access::revoke_token,
-        access::audit
+        access::audit,
+        images::push,
+        images::list,
+        images::remove,
+        hooks::github,
+        hooks::gitlab
     ),
     modifiers(&Security),
     components(schemas(
@@ -138,6 +147,8 @@ pub fn router(state: AppState) -> Router {
         import::ImportView,
         FieldError,
         templates::TemplateView,
+        crate::store::UploadedImage,
+        hooks::HookOutcome,
         pods::ConfigRequest,
         pods::ConfigChangeView,
         crate::engine::PodChange,
@@ -890,3 +901,5 @@ fn event_stream(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod userimages_tests;
