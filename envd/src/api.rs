@@ -27,6 +27,8 @@ use crate::store::{Created, Env, EnvFilter, State as EnvState};
 mod access;
 mod clone;
 mod doc;
+mod hooks;
+mod images;
 mod import;
 mod jobs;
 mod pods;
@@ -78,6 +80,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs", get(jobs::list))
         .route("/v1/jobs/{name}/run", post(jobs::run))
         .merge(pods::routes())
+        .merge(images::routes())
+        .merge(hooks::routes())
         .merge(access::routes())
         .merge(pools::routes())
         .merge(crate::ui::routes())
@@ -124,7 +128,12 @@ pub fn router(state: AppState) -> Router {
         access::revoke_token,
         access::audit,
         pools::list,
-        pools::set
+        pools::set,
+        images::push,
+        images::list,
+        images::remove,
+        hooks::github,
+        hooks::gitlab
     ),
     modifiers(&Security),
     components(schemas(
@@ -144,6 +153,8 @@ pub fn router(state: AppState) -> Router {
         templates::TemplateView,
         crate::pool::PoolSpec,
         crate::pool::PoolView,
+        crate::store::UploadedImage,
+        hooks::HookOutcome,
         pods::ConfigRequest,
         pods::ConfigChangeView,
         crate::engine::PodChange,
@@ -897,3 +908,5 @@ fn event_stream(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod userimages_tests;

@@ -16,6 +16,7 @@ mod auth;
 mod catalog;
 mod clone;
 mod dirs;
+mod images;
 mod init;
 mod pods;
 mod pool;
@@ -143,6 +144,16 @@ pub enum ClientCmd {
         #[command(subcommand)]
         cmd: pool::PoolCmd,
     },
+    /// Your images for envs without a registry: `envd images push IMAGE...`, `ls`, `rm`.
+    Images {
+        #[command(flatten)]
+        c: Conn,
+        #[command(subcommand)]
+        cmd: images::ImagesCmd,
+    },
+    /// A new image into a live env's pod: `envd deploy ENV POD[/CONTAINER] --image REF`
+    /// (`--key BRANCH` instead of ENV in CI); the old image comes back if it fails.
+    Deploy(images::DeployArgs),
 }
 
 #[derive(Subcommand)]
@@ -235,6 +246,10 @@ pub struct CreateArgs {
     /// sent with the request (at most 4 MiB compressed in all).
     #[arg(long = "dir", value_name = "POD=DIR")]
     dirs: Vec<String>,
+    /// A pod's image over the template's (repeatable): web=registry.lab/shop:feature-x,
+    /// or POD/CONTAINER=REF.
+    #[arg(long = "image", value_name = "POD=REF")]
+    images: Vec<String>,
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     output: Output,
 }
@@ -342,6 +357,7 @@ async fn run_inner(cmd: ClientCmd) -> Result<(), Fail> {
                 "recreate": a.recreate, "ttl": a.ttl, "labels": pairs("--label", &a.labels)?, "keep_on_failure": a.keep_on_failure,
                 "init": init::read(&a.init)?,
                 "dirs": dirs::read(&a.dirs)?,
+                "images": pairs("--image", &a.images)?,
             });
             let (_, env) = call(Method::POST, &a.c, "/v1/envs", Some(body)).await?;
             settle(&a.c, env, a.wait, &a.timeout, a.output).await
@@ -579,6 +595,8 @@ async fn run_inner(cmd: ClientCmd) -> Result<(), Fail> {
         ClientCmd::Audit(a) => auth::audit(a).await,
         ClientCmd::Pool { c, cmd } => pool::run(&c, cmd).await,
         ClientCmd::Exec(a) => pods::exec(a).await,
+        ClientCmd::Images { c, cmd } => images::run(&c, cmd).await,
+        ClientCmd::Deploy(a) => images::deploy(a).await,
         ClientCmd::Templates { c, cmd: Some(cmd) } => templates::run(&c, cmd).await,
         ClientCmd::Templates { c, cmd: None } => {
             let (_, v) = call(Method::GET, &c, "/v1/templates", None).await?;

@@ -8,6 +8,7 @@ pub mod doctor;
 pub mod engine;
 pub mod error;
 pub mod faults;
+pub mod hooks;
 pub mod hostfs;
 pub mod lifecycle;
 pub mod pool;

@@ -166,6 +166,11 @@ struct FileConfig {
     pools: Option<Vec<envd::pool::PoolSpec>>,
     pool_budget_cpus: Option<f64>,
     pool_budget_memory: Option<String>,
+    /// `[registry]`: port for nodes, upload cap and quota, and `[registry.registries."host"]`
+    /// with each registry's URL and credentials (kept here only).
+    registry: Option<envd::engine::registry::RegistryConfig>,
+    /// `[hooks.github]`, `[hooks.gitlab]`: secret, owner, key rule, deploy rules.
+    hooks: Option<envd::hooks::HooksConfig>,
 }
 
 pub struct Config {
@@ -249,6 +254,12 @@ fn resolve(a: ServeArgs) -> anyhow::Result<Config> {
         })?,
     };
     engine.dirs_roots = limits.dirs_roots.clone();
+    if let Some(r) = file.registry {
+        engine.registry = r;
+    }
+    if let Some(h) = file.hooks {
+        engine.hooks = h;
+    }
     let bytes = |field: &str, v: Option<String>, d: u64| -> anyhow::Result<u64> {
         match v {
             Some(m) => {

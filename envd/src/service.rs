@@ -73,6 +73,10 @@ pub struct CreateRequest {
     /// compressed in all (`envd create --dir POD=DIR` makes them).
     #[serde(default)]
     pub dirs: BTreeMap<String, String>,
+    /// Images by `pod` or `pod/container`, over the template's: any reference, pulled
+    /// through envd's registry cache or uploaded with `envd images push`.
+    #[serde(default)]
+    pub images: BTreeMap<String, String>,
 }
 
 /// A duration in ms for timestamps, saturating (a configured maximum may be huge).
@@ -155,7 +159,13 @@ pub async fn create_admitted(
     // Every bad answer at once, before anything is stored; generated passwords are made
     // here, once, and stored with the answers so each later render sees the same ones.
     // On a blocking thread and bounded in time (rendering is bounded by fuel as well).
-    let (origin, text, given) = (tpl.origin.clone(), tpl.text.clone(), req.answers.clone());
+    let mut given = req.answers.clone();
+    given.extend(
+        req.images
+            .iter()
+            .map(|(t, r)| (crate::spec::images::key(t), r.clone())),
+    );
+    let (origin, text) = (tpl.origin.clone(), tpl.text.clone());
     let render = tokio::task::spawn_blocking(move || {
         crate::spec::answers::complete(&origin, &text, &given).and_then(|answers| {
             let plan = Plan::render(&origin, &text, &answers, &facts)?;

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 
 pub mod answers;
 pub mod dirs;
+pub mod images;
 pub mod init;
 pub mod questions;
 pub mod uploads;
@@ -168,7 +169,8 @@ impl Plan {
     ) -> Result<Plan> {
         let mut doc = parse_yaml(source_name, source)?;
         let questions = questions::parse(source_name, &doc)?;
-        let values = answers::resolve(source_name, &questions, answers)?.values;
+        let (answers, image_overrides) = images::split(answers);
+        let values = answers::resolve(source_name, &questions, &answers)?.values;
 
         let mut ctx: HashMap<String, minijinja::Value> = values
             .into_iter()
@@ -198,6 +200,7 @@ impl Plan {
         // As checked: `password: true` read as `type: password`.
         plan.variables = questions;
         plan.validate(source_name)?;
+        images::apply(&mut plan, source_name, &image_overrides)?;
         Ok(plan)
     }
 

@@ -771,6 +771,8 @@ mod tokens;
 pub use audit::{AuditEntry, AuditFilter};
 pub use jobs::JobRun;
 pub use tokens::{NewToken, TokenRow};
+mod images;
+pub use images::UploadedImage;
 
 #[cfg(test)]
 mod auth_tests;

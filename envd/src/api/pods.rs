@@ -40,7 +40,15 @@ pub fn routes() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct ConfigRequest {
     /// Template variables to change, validated like a create's answers.
+    #[serde(default)]
     pub answers: BTreeMap<String, String>,
+    /// Deploy: the pod's (or `container`'s) new image; its changed containers are
+    /// recreated with the same files, env, volumes and IP, or the old image comes back.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// With `image`: which container of the pod (needed when it has several).
+    #[serde(default)]
+    pub container: Option<String>,
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -73,6 +81,8 @@ pub async fn configure(
 ) -> ApiResult<Response> {
     let timeout = super::duration_param("timeout", q.timeout.as_deref(), Duration::from_secs(600))?;
     let env = s.env_of(&caller, &id).await?;
+    let mut req = req;
+    super::images::deploy_answers(&pod, &mut req)?;
     let change = s.engine.request_config(&env.id, &pod, &req.answers).await?;
     if !q.wait {
         let view = ConfigChangeView::from(&change);

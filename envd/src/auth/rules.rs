@@ -74,6 +74,13 @@ pub const RULES: &[Rule] = &[
     r("GET", "/v1/audit", ADMIN, false),
     r("GET", "/v1/pools", ADMIN, false),
     r("PUT", "/v1/pools/{name}", ADMIN, true),
+    r("GET", "/v1/images", READ, false),
+    r("POST", "/v1/images", WRITE, true),
+    r("DELETE", "/v1/images/{id}", WRITE, true),
+    // The forges sign their deliveries with the hook's secret: checked by the handler
+    // (constant time), never a token.
+    r("POST", "/v1/hooks/github", Access::Open, false),
+    r("POST", "/v1/hooks/gitlab", Access::Open, false),
 ];
 
 const PAGE: Access = Access::Page(&[Viewer, User, Ci, Admin]);

@@ -18,10 +18,12 @@ mod pods;
 mod pool;
 mod ready;
 mod reconcile;
+pub mod registry;
 mod sweep;
 mod sweep_inner;
 mod takeover;
 mod upload;
+pub mod userimages;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -86,6 +88,10 @@ pub struct EngineConfig {
     pub dirs_roots: Vec<PathBuf>,
     /// Bounds of log collection at teardown.
     pub logs: LogLimits,
+    /// Users' images: uploads and the registries nodes pull through envd's cache.
+    pub registry: registry::RegistryConfig,
+    /// The forges' branch events (`/v1/hooks/*`): secrets, key rule, deploy rules.
+    pub hooks: crate::hooks::HooksConfig,
 }
 
 impl EngineConfig {
@@ -112,6 +118,8 @@ impl EngineConfig {
             claim_ttl: Duration::from_secs(10),
             dirs_roots: vec![],
             logs: LogLimits::default(),
+            registry: registry::RegistryConfig::default(),
+            hooks: crate::hooks::HooksConfig::default(),
         }
     }
 
@@ -160,6 +168,8 @@ pub struct Engine {
     runner: String,
     /// Names this instance in env claims: unique even when a pid is reused.
     instance: String,
+    /// Where nodes pull users' images from (uploads, cached registries).
+    pub registry: Arc<registry::Registry>,
 }
 
 impl Engine {
@@ -190,13 +200,14 @@ impl Engine {
         })?;
         Ok(Arc::new_cyclic(|weak| Engine {
             store,
-            cfg,
             driver: driver(weak.clone()),
             pool,
             locks: Mutex::new(HashMap::new()),
             loops: Mutex::new(HashMap::new()),
             instance: format!("{}:{}", runner_name(), uuid::Uuid::now_v7()),
             runner: runner_name(),
+            registry: Arc::new(registry::Registry::new(cfg.registry.clone(), &cfg.data_dir)),
+            cfg,
         }))
     }
 

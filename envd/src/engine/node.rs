@@ -169,7 +169,14 @@ impl Engine {
                     l
                 }),
                 stop_timeout: Some(15),
-                env: Some(vec![format!("ENVD_CGROUP_PARENT=/envd-{}", env.short_id())]),
+                env: Some(vec![
+                    format!("ENVD_CGROUP_PARENT=/envd-{}", env.short_id()),
+                    // envd's registry for nodes (users' images) speaks plain HTTP on the gateway.
+                    format!(
+                        "ENVD_DOCKERD_ARGS=--insecure-registry {}/32",
+                        self.cfg.gateway
+                    ),
+                ]),
                 host_config: Some(node_host_config(
                     self.cfg.node_mode.resolve(),
                     &sock_dir,

@@ -240,8 +240,10 @@ pub(super) async fn ensure_pod(
             ),
             None => engine.cfg.default_memory,
         };
+        let image =
+            super::userimages::ensure_image(engine, env, inner, &pod.name, &c.image).await?;
         let body = ContainerCreateBody {
-            image: Some(c.image.clone()),
+            image: Some(image),
             cmd: (!c.command.is_empty()).then(|| c.command.clone()),
             env: Some(c.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
             labels: Some(labels(env, &pod.name, &c.name, "pod")),

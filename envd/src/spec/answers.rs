@@ -132,7 +132,8 @@ pub fn complete(
 ) -> Result<BTreeMap<String, String>> {
     let questions = super::questions::from_text(src, text)?;
     let mut out = answers.clone();
-    out.extend(resolve(src, &questions, answers)?.generated);
+    let (plain, _) = super::images::split(answers);
+    out.extend(resolve(src, &questions, &plain)?.generated);
     Ok(out)
 }
 

@@ -1,0 +1,174 @@
+//! The user's images into a node: an image the node lacks (everything but the seeded
+//! envd images) is pulled from envd's registry for nodes, which holds the owner's
+//! uploads and caches the configured registries; then tagged back to the name the
+//! template gives. Failures name the image, the registry and the cause.
+
+use std::time::Instant;
+
+use bollard::Docker;
+use bollard::query_parameters::{CreateImageOptionsBuilder, TagImageOptionsBuilder};
+use futures_util::StreamExt;
+
+use super::Engine;
+use super::registry::{Cause, ImageRef, reference::host_component};
+use crate::error::{Error, Result};
+use crate::lifecycle::{EventKind, EventStep};
+use crate::store::Env;
+
+/// Where a node gets an image from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The owner uploaded it (`envd images push`): `up/<key>:latest`.
+    Upload { key: String },
+    /// A registry configured in envd, through its cache.
+    Registry { host: String },
+}
+
+impl Source {
+    /// The repository and tag (or digest) a node pulls from envd's registry.
+    pub fn pull_name(&self, image: &ImageRef) -> (String, String) {
+        match self {
+            Source::Upload { key } => (format!("up/{key}"), "latest".into()),
+            Source::Registry { host } => (
+                format!("{}/{}", host_component(host), image.path),
+                image.reference().to_string(),
+            ),
+        }
+    }
+
+    pub fn registry(&self) -> String {
+        match self {
+            Source::Upload { .. } => "envd (uploads)".into(),
+            Source::Registry { host } => host.clone(),
+        }
+    }
+}
+
+/// Where `image` comes from for `owner`: an upload first (a CI's build under a registry's
+/// name is found without that registry), then a configured registry.
+pub async fn source_of(engine: &Engine, owner: &str, image: &str) -> Result<Source> {
+    let r = ImageRef::parse(image).ok_or_else(|| {
+        Error::step(
+            "pods",
+            format!("image `{image}` is not a valid image reference"),
+        )
+    })?;
+    if let Some(up) = engine.store.image_by_ref(owner, &r.canonical()).await? {
+        return Ok(Source::Upload { key: up.id });
+    }
+    match &r.host {
+        Some(h) if engine.registry.knows(h) => Ok(Source::Registry { host: h.clone() }),
+        Some(h) => Err(Error::step(
+            "pods",
+            format!(
+                "image `{image}`: registry `{h}` is not configured in envd (add [registry.registries.\"{h}\"] to its config), and `{owner}` uploaded no such image (envd images push {image})"
+            ),
+        )),
+        None => Err(Error::step(
+            "pods",
+            format!(
+                "image `{image}` is not in the node: not an envd image, and `{owner}` uploaded no such image (envd images push {image}); or name it with its registry"
+            ),
+        )),
+    }
+}
+
+/// Makes `image` present in the node's engine (a no-op when it is); returns the name to
+/// create containers with (the template's, but a digest-pinned image's pulled name).
+pub(super) async fn ensure_image(
+    engine: &Engine,
+    env: &Env,
+    inner: &Docker,
+    pod: &str,
+    image: &str,
+) -> Result<String> {
+    if inner.inspect_image(image).await.is_ok() {
+        return Ok(image.to_string());
+    }
+    let t = Instant::now();
+    let source = source_of(engine, &env.owner, image).await?;
+    let r = ImageRef::parse(image)
+        .ok_or_else(|| Error::step("pods", format!("`{image}` is not an image reference")))?;
+    let addr = engine
+        .registry
+        .listen(engine.cfg.gateway)
+        .await
+        .map_err(|e| Error::step("pods", format!("image `{image}`: {e}")))?;
+    let (repo, reference) = source.pull_name(&r);
+    let from = format!("{addr}/{repo}");
+    let opts = if reference.starts_with("sha256:") {
+        CreateImageOptionsBuilder::default()
+            .from_image(&format!("{from}@{reference}"))
+            .build()
+    } else {
+        CreateImageOptionsBuilder::default()
+            .from_image(&from)
+            .tag(&reference)
+            .build()
+    };
+    let mut pull = inner.create_image(Some(opts), None, None);
+    let mut failed = None;
+    while let Some(item) = pull.next().await {
+        if let Err(e) = item {
+            failed = Some(e.to_string());
+            break;
+        }
+    }
+    if let Some(docker_said) = failed {
+        let cause = match engine.registry.failure(&r) {
+            Some(c) => c.to_string(),
+            None if matches!(source, Source::Upload { .. }) => {
+                format!("the upload could not be pulled ({docker_said})")
+            }
+            None => Cause::Other(docker_said).to_string(),
+        };
+        return Err(Error::step(
+            "pods",
+            format!(
+                "image `{image}` from registry `{}`: {cause}",
+                source.registry()
+            ),
+        ));
+    }
+    // The node names it as the template does; a digest-pinned one is found by its digest.
+    let pulled = if reference.starts_with("sha256:") {
+        format!("{from}@{reference}")
+    } else {
+        format!("{from}:{reference}")
+    };
+    let (repo_name, tag) = match image.rsplit_once(':').filter(|(_, t)| !t.contains('/')) {
+        Some((n, t)) => (n.to_string(), t.to_string()),
+        None => (image.to_string(), "latest".to_string()),
+    };
+    if r.digest.is_none() {
+        let opts = TagImageOptionsBuilder::default()
+            .repo(&repo_name)
+            .tag(&tag)
+            .build();
+        inner.tag_image(&pulled, Some(opts)).await.map_err(|e| {
+            Error::step(
+                "pods",
+                format!("image `{image}`: tagging it in the node: {e}"),
+            )
+        })?;
+    }
+    let msg = format!(
+        "image {image} pulled from {} in {:.1} s",
+        source.registry(),
+        t.elapsed().as_secs_f64()
+    );
+    engine
+        .store
+        .event(
+            &env.id,
+            EventStep::pod(EventKind::Pods, pod),
+            &msg,
+            Some(t.elapsed()),
+        )
+        .await?;
+    Ok(if r.digest.is_some() {
+        pulled
+    } else {
+        image.to_string()
+    })
+}

@@ -1,0 +1,150 @@
+//! Uploaded images: one row per owner and reference.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Store, now_ms};
+use crate::error::Result;
+
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct UploadedImage {
+    /// The key nodes pull it under; also what `DELETE /v1/images/{id}` takes.
+    pub id: String,
+    pub owner: String,
+    /// How templates name it, e.g. `shop:feature-x`.
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// The digest of its manifest in envd's registry.
+    pub digest: String,
+    pub bytes: i64,
+    pub created_at: i64,
+}
+
+fn from_row(r: &AnyRow) -> Result<UploadedImage> {
+    Ok(UploadedImage {
+        id: r.try_get("id")?,
+        owner: r.try_get("owner")?,
+        reference: r.try_get("ref")?,
+        digest: r.try_get("digest")?,
+        bytes: r.try_get("bytes")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+macro_rules! columns {
+    () => {
+        "id, owner, ref, digest, bytes, created_at"
+    };
+}
+
+impl Store {
+    /// Records an upload under `reference`, replacing the owner's earlier one of that
+    /// name; returns the replaced row's key (no longer served).
+    pub async fn put_image(
+        &self,
+        id: &str,
+        owner: &str,
+        reference: &str,
+        digest: &str,
+        bytes: i64,
+    ) -> Result<Option<String>> {
+        let mut tx = self.pool.begin().await?;
+        let old = sqlx::query("SELECT id FROM images WHERE owner = $1 AND ref = $2")
+            .bind(owner)
+            .bind(reference)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| r.try_get::<String, _>(0))
+            .transpose()?;
+        sqlx::query("DELETE FROM images WHERE owner = $1 AND ref = $2")
+            .bind(owner)
+            .bind(reference)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO images (id, owner, ref, digest, bytes, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(id)
+            .bind(owner)
+            .bind(reference)
+            .bind(digest)
+            .bind(bytes)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(old)
+    }
+
+    pub async fn image_by_ref(
+        &self,
+        owner: &str,
+        reference: &str,
+    ) -> Result<Option<UploadedImage>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM images WHERE owner = $1 AND ref = $2"
+        ))
+        .bind(owner)
+        .bind(reference)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+    }
+
+    pub async fn image(&self, id: &str) -> Result<Option<UploadedImage>> {
+        sqlx::query(concat!("SELECT ", columns!(), " FROM images WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(from_row)
+            .transpose()
+    }
+
+    /// One owner's uploads, or everyone's.
+    pub async fn images(&self, owner: Option<&str>) -> Result<Vec<UploadedImage>> {
+        let rows = match owner {
+            Some(o) => {
+                sqlx::query(concat!(
+                    "SELECT ",
+                    columns!(),
+                    " FROM images WHERE owner = $1 ORDER BY ref"
+                ))
+                .bind(o)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(concat!(
+                    "SELECT ",
+                    columns!(),
+                    " FROM images ORDER BY owner, ref"
+                ))
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.iter().map(from_row).collect()
+    }
+
+    /// The bytes an owner's uploads hold.
+    pub async fn image_bytes(&self, owner: &str) -> Result<i64> {
+        let r = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(bytes), 0) AS BIGINT) FROM images WHERE owner = $1",
+        )
+        .bind(owner)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(r.try_get(0)?)
+    }
+
+    pub async fn delete_image(&self, id: &str) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM images WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+}
