@@ -92,10 +92,33 @@ async fn main() -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tokio::spawn(async move { axum::serve(listener, app).await });
 
+    let mut ids = vec![];
+    let r = measure(&engine, &catalog, &token, addr, n, &mut ids).await;
+    // Whatever happened, nothing is left behind.
+    for id in &ids {
+        engine.store.request_teardown(id).await?;
+        engine.kick(id);
+    }
+    for id in &ids {
+        while !engine.store.get(id).await?.state.is_final() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    eprintln!("all {} torn down", ids.len());
+    r
+}
+
+async fn measure(
+    engine: &Arc<Engine>,
+    catalog: &Catalog,
+    token: &str,
+    addr: std::net::SocketAddr,
+    n: usize,
+    ids: &mut Vec<String>,
+) -> anyhow::Result<()> {
     let before = available()?;
     let rss_before = rss();
     let t = Instant::now();
-    let mut ids = vec![];
     for i in 0..n {
         let req = CreateRequest {
             template: "full".into(),
@@ -103,7 +126,7 @@ async fn main() -> anyhow::Result<()> {
             ..Default::default()
         };
         let Created::New(env) =
-            service::create(&engine.store, &catalog, &Limits::default(), req).await?
+            service::create(&engine.store, catalog, &Limits::default(), req).await?
         else {
             anyhow::bail!("not new")
         };
@@ -112,13 +135,13 @@ async fn main() -> anyhow::Result<()> {
         ids.push(env.id);
         if i % 2 == 1 || i + 1 == n {
             for id in &ids[ids.len().saturating_sub(2)..] {
-                wait_ready(&engine, id).await?;
+                wait_ready(engine, id).await?;
             }
         }
         eprintln!("{} envs ready ({:.0} s)", i + 1, t.elapsed().as_secs_f64());
     }
     // Every env answers on every pod now, from this host.
-    for id in &ids {
+    for id in ids.iter() {
         let env = engine.store.get(id).await?;
         let plan = engine.plan(&env)?;
         let node: std::net::IpAddr = env.node_ip.as_deref().unwrap_or_default().parse()?;
@@ -175,17 +198,6 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     println!("| GET /v1/envs requests/s | {rps} |");
-
-    for id in &ids {
-        engine.store.request_teardown(id).await?;
-        engine.kick(id);
-    }
-    for id in &ids {
-        while !engine.store.get(id).await?.state.is_final() {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-    eprintln!("all {n} torn down");
     Ok(())
 }
 

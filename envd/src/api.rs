@@ -420,11 +420,7 @@ pub(crate) fn rfc3339(ms: i64) -> String {
 
 impl From<&Env> for EnvView {
     fn from(e: &Env) -> Self {
-        let endpoints = if e.state.is_final() {
-            BTreeMap::new()
-        } else {
-            service::endpoints(e)
-        };
+        let (endpoints, answers) = service::view_parts(e);
         EnvView {
             id: e.id.clone(),
             name: e.name.clone(),
@@ -436,7 +432,7 @@ impl From<&Env> for EnvView {
             error: e.error.clone(),
             node_ip: e.node_ip.clone(),
             labels: e.labels.clone(),
-            answers: crate::spec::answers::shown_of(&e.template, &e.template_src, &e.answers),
+            answers,
             created_at: rfc3339(e.created_at),
             ready_at: e.ready_at.map(rfc3339),
             expires_at: rfc3339(e.expires_at),

@@ -624,6 +624,49 @@ mod tests {
     use super::*;
 
     #[test]
+    fn warm_pools_come_from_the_file_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("envd.toml");
+        std::fs::write(
+            &file,
+            "pool_budget_memory = \"8g\"\n[[pools]]\ntemplate = \"full\"\nmin = 2\nmax = 3\nanswers = { app_replicas = 2 }\n",
+        )
+        .unwrap();
+        let cfg = resolve(ServeArgs {
+            config: Some(file.clone()),
+            pools: vec!["minimal=1".into(), "minimal:1=0:2".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        let got: Vec<(&str, u32, Option<u32>)> = cfg
+            .pools
+            .iter()
+            .map(|p| (p.template.as_str(), p.min, p.max))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("full", 2, Some(3)),
+                ("minimal", 1, None),
+                ("minimal:1", 0, Some(2))
+            ]
+        );
+        assert_eq!(
+            cfg.pools[0].answers.get("app_replicas").map(String::as_str),
+            Some("2")
+        );
+        assert_eq!(cfg.pool_budget.memory, Some(8 << 30));
+        let err = resolve(ServeArgs {
+            pools: vec!["full".into()],
+            ..Default::default()
+        })
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(err.contains("TEMPLATE=MIN"), "{err}");
+    }
+
+    #[test]
     fn default_limits_come_from_flags_or_the_file_and_are_checked() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("envd.toml");

@@ -338,3 +338,47 @@ pub fn endpoints(env: &Env) -> BTreeMap<String, Endpoint> {
         })
         .collect()
 }
+
+/// What a view of an env renders (its endpoints while live, its answers with passwords
+/// masked),
+/// remembered by everything the render reads: a listing renders each env's template once,
+/// not at every request.
+pub fn view_parts(env: &Env) -> (BTreeMap<String, Endpoint>, BTreeMap<String, String>) {
+    use std::collections::HashMap;
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    use std::sync::{LazyLock, Mutex};
+    type Parts = (BTreeMap<String, Endpoint>, BTreeMap<String, String>);
+    static SEEN: LazyLock<Mutex<HashMap<u64, Parts>>> = LazyLock::new(Default::default);
+    /// Enough for every live env of a busy host; past it, the cache starts over.
+    const MAX: usize = 4096;
+    let mut h = DefaultHasher::new();
+    (
+        &env.id,
+        &env.name,
+        &env.template,
+        &env.template_src,
+        &env.answers,
+        &env.node_ip,
+        env.state.is_final(),
+    )
+        .hash(&mut h);
+    let key = h.finish();
+    if let Some(p) = SEEN.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        return p.clone();
+    }
+    // A finished env has no endpoints any more.
+    let parts = (
+        if env.state.is_final() {
+            BTreeMap::new()
+        } else {
+            endpoints(env)
+        },
+        crate::spec::answers::shown_of(&env.template, &env.template_src, &env.answers),
+    );
+    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    if seen.len() >= MAX {
+        seen.clear();
+    }
+    seen.insert(key, parts.clone());
+    parts
+}

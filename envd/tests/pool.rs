@@ -99,6 +99,14 @@ async fn a_pool_fills_is_taken_refills_replaces_a_killed_env_and_drains() {
     for id in &first {
         guard.watch(id);
     }
+    let (code, out, err) = common::envd(base, &["pool", "ls"]).await;
+    assert_eq!(code, 0, "{err}");
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("minimal"))
+        .unwrap_or_default();
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells.get(2..5), Some(&["2", "0", "2"][..]), "{out}");
 
     // Two creates at once: each takes one pooled env.
     let create = || async {
@@ -197,13 +205,9 @@ async fn a_pool_fills_is_taken_refills_replaces_a_killed_env_and_drains() {
     assert!(!third.contains(&victim.id));
 
     // min 0 drains the pool; nothing of any pool env is left.
-    let (status, _, v) = call(
-        Method::PUT,
-        &format!("{base}/v1/pools/minimal"),
-        Some(&json!({"template": "minimal", "min": 0}).to_string()),
-    )
-    .await;
-    assert_eq!(status, 200, "{v}");
+    let (code, out, err) = common::envd(base, &["pool", "set", "minimal", "--min", "0"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("min 0 max 0"), "{out}");
     let t = Instant::now();
     let built: BTreeSet<String> = first.iter().chain(&second).chain(&third).cloned().collect();
     for id in built.difference(&taken) {

@@ -45,6 +45,11 @@ pub enum Action {
     },
     /// Every pod runs and answers: record it.
     PodsDone,
+    /// A create took this env from a warm pool and every pod runs: probe them all at once
+    /// and record them started, ready and done in one step.
+    Reprobe {
+        pods: Vec<String>,
+    },
     CopyData,
     MarkReady,
     /// Record the create as failed (then it is kept or torn down).
@@ -134,6 +139,12 @@ fn converge(
         seen,
         done,
     };
+    let taken = creating && env.host_name.is_some() && done.started.is_empty();
+    if taken && done.touched.is_empty() && pods.iter().all(|p| view.up(p)) {
+        return Action::Reprobe {
+            pods: pods.iter().map(|p| p.name.clone()).collect(),
+        };
+    }
     let mut blocked = false;
     for pod in pods {
         if view.up(pod) {

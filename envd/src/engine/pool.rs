@@ -5,10 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::time::Instant;
+
 use super::decide::{Action, Progress, decide};
 use super::{Engine, since_ms};
 use crate::error::Result;
-use crate::lifecycle::{EventKind, State};
+use crate::lifecycle::{EventKind, EventStep, State, Step};
+use crate::spec::Pod;
 use crate::store::Env;
 
 /// How long a health check waits for one pod of a pooled env to answer.
@@ -29,6 +32,59 @@ impl Engine {
                 )
                 .await?;
         }
+        Ok(())
+    }
+
+    /// A taken env's pods, all running: every readiness check once, at once; then each
+    /// recorded started and ready, and the pods done.
+    pub(super) async fn reprobe(
+        &self,
+        env: &Env,
+        pods: &[Pod],
+        names: &[String],
+        done: &mut Progress,
+    ) -> Result<()> {
+        let t = Instant::now();
+        let checks = pods
+            .iter()
+            .filter(|p| names.contains(&p.name))
+            .map(|p| async move {
+                let r = self.driver.wait_ready(env, p).await;
+                (p, t.elapsed(), r)
+            });
+        let results = futures_util::future::join_all(checks).await;
+        for (pod, took, r) in results {
+            r?;
+            self.store
+                .event(
+                    &env.id,
+                    EventStep::pod(EventKind::Started, &pod.name),
+                    "running (warm pool)",
+                    None,
+                )
+                .await?;
+            if let Some(ready) = &pod.ready {
+                let what = format!("{:?} check passed", ready.kind).to_lowercase();
+                self.store
+                    .event(
+                        &env.id,
+                        EventStep::pod(EventKind::Ready, &pod.name),
+                        &what,
+                        Some(took),
+                    )
+                    .await?;
+            }
+            done.started.insert(pod.name.clone());
+            done.ready.insert(pod.name.clone());
+        }
+        let note = format!(
+            "{} pods running and ready (checked again after the take)",
+            pods.len()
+        );
+        self.store
+            .event(&env.id, Step::Pods, &note, Some(t.elapsed()))
+            .await?;
+        done.pods_done = true;
         Ok(())
     }
 

@@ -360,6 +360,9 @@ impl Engine {
                 run.progress.started.insert(name);
             }
             Action::AwaitReady { pods: names } => self.await_ready(env, pods, &names, run).await?,
+            Action::Reprobe { pods: names } => {
+                self.reprobe(env, pods, &names, &mut run.progress).await?
+            }
             Action::PodsDone => {
                 let took = run.pods_since.map(|t| t.elapsed());
                 let note = format!("{} pods running and ready", pods.len());

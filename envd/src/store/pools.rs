@@ -270,3 +270,121 @@ impl Store {
         rows.iter().map(env_from_row).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::lifecycle::{State, Step};
+    use crate::store::{NewEnv, short_id};
+
+    async fn stores() -> Vec<(Store, tempfile::TempDir)> {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("envd.db").display());
+        let mut out = vec![(Store::open(&url).await.unwrap(), dir)];
+        if let Some(pg) = crate::store::tests::postgres_url() {
+            out.push((
+                Store::open(&pg).await.unwrap(),
+                tempfile::tempdir().unwrap(),
+            ));
+        }
+        out
+    }
+
+    fn new_env() -> NewEnv {
+        let id = uuid::Uuid::now_v7().to_string();
+        NewEnv {
+            name: format!("pool-t-{}", short_id(&id)),
+            id,
+            key: None,
+            owner: "envd-pool".into(),
+            template: "minimal:1".into(),
+            template_src: "name: minimal".into(),
+            answers: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            keep_on_failure: false,
+            expires_at: now_ms() + 3_600_000,
+            init: Default::default(),
+            clone_of: None,
+            with_data: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_takes_get_distinct_envs_on_both_stores() {
+        for (s, _d) in stores().await {
+            // Shared PostgreSQL: a key and pool name of this run's own.
+            let key = format!("minimal:1#{}", uuid::Uuid::now_v7().simple());
+            let pool = format!("p-{}", &key[key.len() - 8..]);
+            s.upsert_pool(&PoolRow {
+                name: pool.clone(),
+                template: "minimal".into(),
+                answers: BTreeMap::new(),
+                min: 3,
+                max: 3,
+                claims: 0,
+                misses: 0,
+                updated_at: 0,
+            })
+            .await
+            .unwrap();
+            let mut pooled = BTreeSet::new();
+            for _ in 0..3 {
+                let Created::New(env) = s.create_env_in(new_env(), Some(&key)).await.unwrap()
+                else {
+                    panic!("new")
+                };
+                s.set_state(&env.id, State::Creating, Step::Pods, None)
+                    .await
+                    .unwrap();
+                assert!(s.mark_pooled(&env.id).await.unwrap());
+                pooled.insert(env.id);
+            }
+            let labels = BTreeMap::new();
+            let names: Vec<String> = (0..10)
+                .map(|i| format!("taker-{i}-{}", &key[key.len() - 8..]))
+                .collect();
+            let takes = names.iter().map(|name| {
+                let t = Take {
+                    pool: &pool,
+                    key: &key,
+                    name,
+                    env_key: None,
+                    owner: "qa",
+                    labels: &labels,
+                    expires_at: now_ms() + 60_000,
+                    keep_on_failure: false,
+                };
+                let s = s.clone();
+                async move { s.take_pooled(&t).await.unwrap() }
+            });
+            let got = futures_util::future::join_all(takes).await;
+            let taken: BTreeSet<String> = got
+                .into_iter()
+                .flatten()
+                .map(|c| match c {
+                    Created::New(e) | Created::Existing(e) => {
+                        assert_eq!(e.owner, "qa");
+                        assert_eq!(e.state, State::Creating);
+                        assert!(e.pool.is_none() && e.host_name.is_some());
+                        e.id
+                    }
+                })
+                .collect();
+            assert_eq!(taken, pooled, "postgres: {}", s.is_postgres());
+            let row = s
+                .pools()
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|p| p.name == pool)
+                .unwrap();
+            assert_eq!(row.claims, 3);
+            // A taken env is no longer a pool's: neither discarded nor drained by it.
+            let one = pooled.iter().next().unwrap();
+            assert!(!s.discard_pooled(one, "x").await.unwrap());
+            assert!(!s.drain_pooled(one).await.unwrap());
+        }
+    }
+}

@@ -534,3 +534,68 @@ fn a_completed_job_is_not_started_again() {
         Action::Done
     );
 }
+
+#[test]
+fn a_pooled_env_waits_whole_and_is_discarded_when_not() {
+    let e = env(State::Pooled);
+    let done = Progress::default();
+    assert_eq!(
+        decide(&e, &[cache()], &cache_up(), &done, None),
+        Action::Done
+    );
+    // Never repaired in place: a stopped node or a missing pod discards it.
+    let mut down = cache_up();
+    down.node = NodeObs::Stopped;
+    let Action::Discard { reason } = decide(&e, &[cache()], &down, &done, None) else {
+        panic!("not discarded")
+    };
+    assert!(reason.contains("node is not running"), "{reason}");
+    let gone = node_up(&[]);
+    let Action::Discard { reason } = decide(&e, &[cache()], &gone, &done, None) else {
+        panic!("not discarded")
+    };
+    assert!(reason.contains("pod cache"), "{reason}");
+    // A pooled env asked to go (a drain) is torn down like any other.
+    let mut drained = env(State::Pooled);
+    drained.desired = crate::lifecycle::Desired::Gone;
+    assert_eq!(
+        decide(&drained, &[cache()], &cache_up(), &done, None),
+        Action::Collect
+    );
+}
+
+#[test]
+fn a_taken_env_probes_every_pod_at_once_then_is_ready() {
+    let mut e = env(State::Creating);
+    e.host_name = Some("pool-cache-1".into());
+    let pods = [cache()];
+    let mut done = Progress::default();
+    assert_eq!(
+        decide(&e, &pods, &cache_up(), &done, None),
+        Action::Reprobe {
+            pods: vec!["cache".into()]
+        }
+    );
+    // A pod that died meanwhile is started again, the usual way (nothing is re-created).
+    let mut dead = cache_up();
+    if let Some(p) = dead.pods.get_mut("cache") {
+        p.insert(
+            "redis".into(),
+            seen(
+                ContainerObs::Exited { code: 137 },
+                stamp(&container("redis", true)),
+            ),
+        );
+    }
+    assert_eq!(
+        decide(&e, &pods, &dead, &done, None),
+        start("cache", "redis")
+    );
+    done.started = set(&["cache"]);
+    done.ready = set(&["cache"]);
+    done.pods_done = true;
+    assert_eq!(
+        decide(&e, &pods, &cache_up(), &done, None),
+        Action::MarkReady
+    );
+}
