@@ -198,9 +198,12 @@ async fn answer(ip: &str) -> String {
     }
 }
 
+/// A create of `userapp` with its web image overridden, as the admin (who pushed the
+/// uploads through the API: uploads are per owner).
 fn with_image(image: &str) -> envd::service::CreateRequest {
     let mut req = request("userapp", &[]);
     req.images = BTreeMap::from([("web".to_string(), image.to_string())]);
+    req.owner = Some("admin".into());
     req
 }
 
