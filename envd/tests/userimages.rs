@@ -15,7 +15,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -93,6 +92,16 @@ fn build(name: &str, version: &str, broken: bool) -> Result {
         .args(["build", "-q", "-t", name])
         .arg(dir.path()))?;
     Ok(())
+}
+
+/// A child process killed when the test ends, passed or failed.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// A `docker-registry` on loopback with Basic auth; killed with the value.
@@ -444,7 +453,6 @@ async fn pushed_images_run_without_a_registry_and_deploy_rolls_back() -> Result 
     ] {
         let _ = Command::new("docker").args(["rmi", &i]).output();
     }
-    let _ = Path::new("");
     Ok(())
 }
 
@@ -501,12 +509,13 @@ async fn bench_user_images() -> Result {
             reg_dir.path().display()
         ),
     )?;
-    let mut reg = Command::new("docker-registry")
+    let reg = Command::new("docker-registry")
         .arg("serve")
         .arg(reg_dir.path().join("c.yml"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
+    let _reg = KillOnDrop(reg);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -558,24 +567,15 @@ async fn bench_user_images() -> Result {
     let host_first = host_run(&host_ref("1"), "envd-bench-userimages")?;
 
     let t = Instant::now();
-    let (base_env, _g0) = h.ready_with(request("userapp", &[])).await;
-    let baseline = t.elapsed();
-    let t = Instant::now();
     let (first, _g1) = h.ready_with(with_image(&format!("{BIG}:1"))).await;
     let first_t = t.elapsed();
-    rows.push((
-        "env, template's envd/app only (baseline)".into(),
-        baseline,
-        "".into(),
-        Duration::ZERO,
-    ));
     rows.push((
         "first env using it, create → ready".into(),
         first_t,
         "docker pull + docker run → answers".into(),
         host_pull + host_first,
     ));
-    let mut more = vec![first.id.clone(), base_env.id.clone()];
+    let mut more = vec![first.id.clone()];
     for i in 2..=3 {
         let t = Instant::now();
         let (e, _g) = h.ready_with(with_image(&format!("{BIG}:1"))).await;
@@ -630,8 +630,6 @@ async fn bench_user_images() -> Result {
     for id in &more {
         h.teardown(id).await;
     }
-    let _ = reg.kill();
-    let _ = reg.wait();
     del_bridge("envdt15a");
     for i in [
         format!("{BIG}:1"),
