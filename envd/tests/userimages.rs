@@ -298,14 +298,22 @@ async fn registry_images_come_through_envds_cache_with_its_credentials() -> Resu
     let manifest: serde_json::Value = serde_json::from_slice(
         &std::fs::read(h.engine.registry.blobs.path(&digest_of(&h, &up)).unwrap()).unwrap(),
     )?;
-    for layer in manifest["layers"].as_array().unwrap() {
+    // Every blob comes from the registry at most once; the layers envd/app already has in
+    // the node seed not at all (the nodes are told they hold them), the test's own once.
+    let layers = manifest["layers"].as_array().unwrap();
+    for layer in layers {
         let d = layer["digest"].as_str().unwrap();
-        assert_eq!(
-            up.fetched(&format!("/v2/lab/web/blobs/{d}")),
-            1,
-            "blob {d} pulled once"
+        assert!(
+            up.fetched(&format!("/v2/lab/web/blobs/{d}")) <= 1,
+            "blob {d} pulled twice"
         );
     }
+    let own = layers.last().unwrap()["digest"].as_str().unwrap();
+    assert_eq!(
+        up.fetched(&format!("/v2/lab/web/blobs/{own}")),
+        1,
+        "the new layer pulled once"
+    );
     let pulled = events_text(&h, &a.id).await;
     assert!(
         pulled.contains(&format!("image {image} pulled from {good}")),
@@ -394,7 +402,17 @@ async fn pushed_images_run_without_a_registry_and_deploy_rolls_back() -> Result 
     assert_eq!(code, 0);
     assert!(out.contains(&format!("{WEB}:p1")), "{out}");
 
+    let t = Instant::now();
     let (a, _ga) = h.ready_with(with_image(&format!("{WEB}:p1"))).await;
+    let pulled = events_text(&h, &a.id).await;
+    let pulled = pulled
+        .lines()
+        .find(|l| l.contains("pulled from"))
+        .unwrap_or_default();
+    eprintln!(
+        "env with an uploaded image ready in {:?} ({pulled})",
+        t.elapsed()
+    );
     let ip: IpAddr = a.node_ip.as_deref().unwrap().parse()?;
     assert_eq!(answer(&ip.to_string()).await, "v1 hello");
     let mut r = redis_at(&ip.to_string()).await;
