@@ -403,7 +403,10 @@ async fn pushed_images_run_without_a_registry_and_deploy_rolls_back() -> Result 
     assert!(out.contains(&format!("{WEB}:p1")), "{out}");
 
     let t = Instant::now();
-    let (a, _ga) = h.ready_with(with_image(&format!("{WEB}:p1"))).await;
+    // A CI job's env: keyed by its branch, so its next run deploys into it by the key.
+    let mut req = with_image(&format!("{WEB}:p1"));
+    req.key = Some("feature/cart".into());
+    let (a, _ga) = h.ready_with(req).await;
     let pulled = events_text(&h, &a.id).await;
     let pulled = pulled
         .lines()
@@ -421,7 +424,14 @@ async fn pushed_images_run_without_a_registry_and_deploy_rolls_back() -> Result 
     let t = Instant::now();
     let (code, out, err) = common::envd(
         &base,
-        &["deploy", &a.id, "web", "--image", &format!("{WEB}:p2")],
+        &[
+            "deploy",
+            "--key",
+            "feature/cart",
+            "web",
+            "--image",
+            &format!("{WEB}:p2"),
+        ],
     )
     .await;
     assert_eq!(code, 0, "{out}{err}");
