@@ -241,7 +241,7 @@ pub(super) async fn ensure_pod(
             None => engine.cfg.default_memory,
         };
         let image =
-            super::userimages::ensure_image(engine, env, inner, &pod.name, &c.image).await?;
+            super::userimages::ensure_image(engine, env, node, inner, &pod.name, &c.image).await?;
         let body = ContainerCreateBody {
             image: Some(image),
             cmd: (!c.command.is_empty()).then(|| c.command.clone()),

@@ -161,6 +161,11 @@ impl Registry {
     }
 }
 
+/// The hex of a `sha256:<hex>` digest, checked (it names a file).
+pub fn blobs_hex(digest: &str) -> Option<&str> {
+    blobs::hex_of(digest)
+}
+
 /// A fresh, unguessable upload key (nodes' pods can reach envd's registry, so an
 /// upload's name must not be derivable from its owner and reference).
 pub fn new_key() -> String {

@@ -10,6 +10,7 @@ use bollard::query_parameters::{CreateImageOptionsBuilder, TagImageOptionsBuilde
 use futures_util::StreamExt;
 
 use super::Engine;
+use super::node::Node;
 use super::registry::{Cause, ImageRef, reference::host_component};
 use crate::error::{Error, Result};
 use crate::lifecycle::{EventKind, EventStep};
@@ -78,6 +79,7 @@ pub async fn source_of(engine: &Engine, owner: &str, image: &str) -> Result<Sour
 pub(super) async fn ensure_image(
     engine: &Engine,
     env: &Env,
+    node: &Node,
     inner: &Docker,
     pod: &str,
     image: &str,
@@ -95,6 +97,10 @@ pub(super) async fn ensure_image(
         .await
         .map_err(|e| Error::step("pods", format!("image `{image}`: {e}")))?;
     let (repo, reference) = source.pull_name(&r);
+    // Best effort: without the hints the node downloads layers it already has too.
+    let layers = layer_hints(addr, &repo, &reference).await;
+    let root = node.data_root.clone();
+    let _ = tokio::task::spawn_blocking(move || hint_layers(&root, &layers)).await;
     let from = format!("{addr}/{repo}");
     let opts = if reference.starts_with("sha256:") {
         CreateImageOptionsBuilder::default()
@@ -171,4 +177,86 @@ pub(super) async fn ensure_image(
     } else {
         image.to_string()
     })
+}
+
+/// Each layer's (blob digest, diff id), from the image's manifest and config as envd's
+/// registry serves them (which fetches them into its cache first when it must).
+async fn layer_hints(
+    addr: std::net::SocketAddr,
+    repo: &str,
+    reference: &str,
+) -> Vec<(String, String)> {
+    use serde_json::Value;
+    let http = reqwest::Client::new();
+    let get = |path: String| {
+        let req = http.get(format!("http://{addr}/v2/{repo}/{path}")).header(
+            reqwest::header::ACCEPT,
+            super::registry::upstream::MANIFEST_TYPES,
+        );
+        async move {
+            req.send()
+                .await
+                .ok()?
+                .error_for_status()
+                .ok()?
+                .json::<Value>()
+                .await
+                .ok()
+        }
+    };
+    let Some(mut m) = get(format!("manifests/{reference}")).await else {
+        return vec![];
+    };
+    // A multi-platform image: the node pulls this host's platform.
+    if let Some(list) = m["manifests"].as_array() {
+        let pick = list
+            .iter()
+            .find(|e| e["platform"]["os"] == "linux" && e["platform"]["architecture"] == "amd64");
+        let Some(d) = pick.and_then(|e| e["digest"].as_str()) else {
+            return vec![];
+        };
+        let Some(one) = get(format!("manifests/{d}")).await else {
+            return vec![];
+        };
+        m = one;
+    }
+    let Some(cfg) = m["config"]["digest"].as_str() else {
+        return vec![];
+    };
+    let Some(cfg) = get(format!("blobs/{cfg}")).await else {
+        return vec![];
+    };
+    let blobs = m["layers"].as_array().cloned().unwrap_or_default();
+    let diffs = cfg["rootfs"]["diff_ids"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    blobs
+        .iter()
+        .zip(&diffs)
+        .filter_map(|(b, d)| Some((b["digest"].as_str()?.to_string(), d.as_str()?.to_string())))
+        .collect()
+}
+
+/// Tells the node's engine which layers of the image it holds already (the seeded envd
+/// images most are built on): dockerd skips downloading a layer whose blob digest it can
+/// map to a diff id present in its layer store. Written into the node's own (unseeded)
+/// image store, where dockerd records the same for every layer it pulls.
+fn hint_layers(data_root: &std::path::Path, layers: &[(String, String)]) -> std::io::Result<()> {
+    let dir = [
+        "image",
+        "overlay2",
+        "distribution",
+        "diffid-by-digest",
+        "sha256",
+    ];
+    // Created through fds: a link planted below the data root is refused, not followed.
+    crate::hostfs::ensure_dir(data_root, &dir, 0o700)?;
+    let path = dir.iter().fold(data_root.to_path_buf(), |p, d| p.join(d));
+    for (blob, diff_id) in layers {
+        if let Some(hex) = super::registry::blobs_hex(blob) {
+            std::fs::write(path.join(hex), diff_id)?;
+        }
+    }
+    Ok(())
 }

@@ -130,10 +130,10 @@ async fn manifest(reg: &Registry, name: &str, r: &str) -> Response {
             return cause_response(c);
         }
     };
-    if let Some(d) = current.filter(|d| reg.blobs.has(d)) {
-        if let Ok(b) = reg.blobs.read(&d) {
-            return manifest_response(&d, b);
-        }
+    if let Some(d) = current.filter(|d| reg.blobs.has(d))
+        && let Ok(b) = reg.blobs.read(&d)
+    {
+        return manifest_response(&d, b);
     }
     let got = match up.get(&format!("{path}/manifests/{r}"), false).await {
         Ok(resp) => resp
