@@ -366,3 +366,4 @@ async fn a_config_change_open_when_the_env_is_removed_is_closed() {
 }
 mod seam;
 mod restart;
+mod policy;
