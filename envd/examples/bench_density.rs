@@ -147,7 +147,7 @@ async fn measure(
         let node: std::net::IpAddr = env.node_ip.as_deref().unwrap_or_default().parse()?;
         for pod in &plan.pods {
             if let Some(r) = &pod.ready {
-                envd::engine::check(node, engine.host(), pod, r)
+                envd::engine::check(node, &envd::engine::host_docker().await?, pod, r)
                     .await
                     .map_err(|e| anyhow::anyhow!("{} pod {}: {e}", env.name, pod.name))?;
             }

@@ -70,7 +70,7 @@ async fn answers(engine: &Engine, env: &envd::store::Env) -> anyhow::Result<()> 
     let ip: std::net::IpAddr = env.node_ip.as_deref().unwrap_or_default().parse()?;
     for pod in &plan.pods {
         if let Some(r) = &pod.ready {
-            envd::engine::check(ip, engine.host(), pod, r)
+            envd::engine::check(ip, &envd::engine::host_docker().await?, pod, r)
                 .await
                 .map_err(|e| anyhow::anyhow!("pod {}: {e}", pod.name))?;
         }

@@ -174,15 +174,21 @@ async fn fields_fragment(
 }
 
 async fn env_page(me: Me, Path(id): Path<String>) -> Response {
-    // The page listens to the event stream by kind: the names come from the enum.
+    // Lifecycle values the page needs, from the enums: the event kinds it listens to on
+    // the event stream, the states in which an env has ended.
     let kinds: Vec<&str> = crate::lifecycle::EventKind::ALL
         .iter()
         .map(|k| k.as_str())
         .collect();
+    let ended: Vec<&str> = crate::lifecycle::State::ALL
+        .iter()
+        .filter(|s| s.is_final())
+        .map(|s| s.as_str())
+        .collect();
     render(
         "env.html",
         &me,
-        context! { id => id, kinds => kinds.join(" ") },
+        context! { id => id, kinds => kinds.join(" "), ended => ended.join(" ") },
     )
 }
 
@@ -209,5 +215,22 @@ mod tests {
         ] {
             assert!(env.get_template(page).is_ok(), "{page} does not parse");
         }
+    }
+
+    #[tokio::test]
+    async fn the_env_page_carries_the_lifecycle_words_of_the_enums() {
+        use http_body_util::BodyExt;
+        let page = env_page(None, Path("e1".into())).await;
+        let body = page.into_body().collect().await.unwrap().to_bytes();
+        let html = String::from_utf8_lossy(&body);
+        let kinds: Vec<&str> = crate::lifecycle::EventKind::ALL
+            .iter()
+            .map(|k| k.as_str())
+            .collect();
+        assert!(
+            html.contains(&format!("data-kinds=\"{}\"", kinds.join(" "))),
+            "{html}"
+        );
+        assert!(html.contains("data-ended=\"gone failed\""), "{html}");
     }
 }

@@ -176,8 +176,9 @@ async fn a_pool_fills_is_taken_refills_replaces_a_killed_env_and_drains() {
         .await
         .unwrap();
     let node = format!("envd-{}-{}", victim.name, victim.short_id());
-    s.engine
-        .host()
+    envd::engine::host_docker()
+        .await
+        .unwrap()
         .kill_container(
             &node,
             None::<bollard::query_parameters::KillContainerOptions>,

@@ -364,6 +364,7 @@ async fn a_config_change_open_when_the_env_is_removed_is_closed() {
     assert_eq!(closed.status, ChangeStatus::RolledBack);
     assert!(closed.outcome.unwrap().contains("removed"));
 }
+mod policy;
 mod pool;
 mod restart;
 mod seam;

@@ -4,6 +4,11 @@
 (() => {
   const { api, el, copyButton, ms, toast, LIVE } = envd;
   const id = document.getElementById("env").dataset.id;
+  // Lifecycle values as the server names them (lifecycle.rs), rendered into the page:
+  // the event kinds, and the states in which an env has ended.
+  const words = (name) => (document.getElementById("env").dataset[name] || "").split(" ").filter(Boolean);
+  const KINDS = words("kinds");
+  const ENDED = words("ended");
   const base = `/v1/envs/${encodeURIComponent(id)}`;
   const $ = (x) => document.getElementById(x);
   let env = null;
@@ -56,7 +61,7 @@
     box.hidden = false;
     $("failure-cause").textContent = `step ${env.step}: ${env.error}`;
     // Once torn down, the archive holds the pods' last words.
-    if (failureLogs || !["failed", "gone"].includes(env.state)) return;
+    if (failureLogs || !ENDED.includes(env.state)) return;
     failureLogs = true;
     const parts = await lastLogLines().catch(() => []);
     if (parts.length) {
@@ -181,8 +186,6 @@
 
   // SSE events are named after their step; EventSource hands named events only to
   // listeners of that name, so listen to every step an env records (per pod too).
-  // Event kinds as the server names them (lifecycle::EventKind), rendered into the page.
-  const KINDS = (document.getElementById("env").dataset.kinds || "").split(" ").filter(Boolean);
   function follow() {
     const src = new EventSource(`${base}/events`);
     const seen = new Set();
