@@ -2,14 +2,16 @@
 //! memory per env, this envd's RSS (engine and API in this process), and `GET /v1/envs`
 //! latency at N envs under `wrk` for 10 s on loopback with an admin token.
 
+mod common;
+
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use envd::catalog::Catalog;
-use envd::engine::{Engine, EngineConfig};
+use envd::engine::Engine;
 use envd::service::{self, CreateRequest, Limits};
-use envd::store::{Created, State, Store};
+use envd::store::{Created, State};
 
 /// `MemAvailable` of the host, in bytes.
 fn available() -> anyhow::Result<u64> {
@@ -47,26 +49,9 @@ fn percentile(out: &str, p: &str) -> Option<f64> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let n: usize = std::env::var("N")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
+    let n = common::count("N", 20);
     let dir = tempfile::tempdir()?;
-    let store = Store::open(&format!(
-        "sqlite://{}",
-        dir.path().join("envd.db").display()
-    ))
-    .await?;
-    let mut cfg = EngineConfig::with_data_dir(dir.path().to_path_buf());
-    let ip = |s: &str| {
-        s.parse::<std::net::IpAddr>()
-            .unwrap_or_else(|_| unreachable!())
-    };
-    cfg.reserved = vec![
-        (ip("10.213.0.2"), ip("10.213.168.255")),
-        (ip("10.213.170.0"), ip("10.213.255.254")),
-    ];
-    let engine = Engine::new(store, cfg).await?;
+    let engine = common::engine_in(dir.path(), 169).await?;
     let catalog = Catalog::new(None);
     let token = envd::auth::new_token();
     engine

@@ -4,12 +4,14 @@
 //! the same images on the host engine, ready by the same probes. p50 and p95 of RUNS (10)
 //! each, as a table.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use envd::catalog::Catalog;
-use envd::engine::{Engine, EngineConfig};
+use envd::engine::Engine;
 use envd::service::{self, CreateRequest, Limits};
 use envd::spec::{Facts, Plan};
 use envd::store::{Created, State, Store};
@@ -97,26 +99,9 @@ async fn fill(refill: &envd::pool::Refill, engine: &Engine) -> anyhow::Result<()
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let runs: usize = std::env::var("RUNS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
+    let runs = common::count("RUNS", 10);
     let dir = tempfile::tempdir()?;
-    let store = Store::open(&format!(
-        "sqlite://{}",
-        dir.path().join("envd.db").display()
-    ))
-    .await?;
-    let mut cfg = EngineConfig::with_data_dir(dir.path().to_path_buf());
-    let ip = |s: &str| {
-        s.parse::<std::net::IpAddr>()
-            .unwrap_or_else(|_| unreachable!())
-    };
-    cfg.reserved = vec![
-        (ip("10.213.0.2"), ip("10.213.209.255")),
-        (ip("10.213.211.0"), ip("10.213.255.254")),
-    ];
-    let engine = Engine::new(store, cfg).await?;
+    let engine = common::engine_in(dir.path(), 210).await?;
     let catalog = Catalog::new(None);
 
     let mut rows: BTreeMap<String, Vec<f64>> = BTreeMap::new();
@@ -162,16 +147,7 @@ async fn main() -> anyhow::Result<()> {
 
     // Taken from a warm pool: request to ready (every pod probed again), then checked.
     let limits = Limits::default();
-    envd::pool::set(
-        &engine.store,
-        &catalog,
-        envd::pool::PoolSpec {
-            template: "full".into(),
-            min: 1,
-            ..Default::default()
-        },
-    )
-    .await?;
+    common::set_pool(&catalog, &engine, "full", 1).await?;
     let refill = envd::pool::Refill {
         engine: engine.clone(),
         catalog: catalog.clone(),
@@ -219,16 +195,7 @@ async fn main() -> anyhow::Result<()> {
             .push(t.elapsed().as_secs_f64());
         eprintln!("pooled run {}: ready {:.0} ms", i + 1, took * 1000.0);
     }
-    envd::pool::set(
-        &engine.store,
-        &catalog,
-        envd::pool::PoolSpec {
-            template: "full".into(),
-            min: 0,
-            ..Default::default()
-        },
-    )
-    .await?;
+    common::set_pool(&catalog, &engine, "full", 0).await?;
     refill.once().await?;
     for id in engine.store.active_ids().await? {
         engine.reconcile(&id).await?;
@@ -263,7 +230,7 @@ async fn main() -> anyhow::Result<()> {
         for pod in &plan.pods {
             let Some(r) = &pod.ready else { continue };
             let deadline = Instant::now() + Duration::from_secs(120);
-            while envd::engine::check(ip("127.0.0.1"), &host, pod, r)
+            while envd::engine::check(std::net::Ipv4Addr::LOCALHOST.into(), &host, pod, r)
                 .await
                 .is_err()
             {

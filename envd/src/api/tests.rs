@@ -42,6 +42,11 @@ async fn send(
         None => Body::empty(),
     };
     let resp = app.clone().oneshot(req.body(body).unwrap()).await.unwrap();
+    parts(resp).await
+}
+
+/// A response as status, body (JSON, else the text as a JSON string) and content type.
+pub(super) async fn parts(resp: axum::response::Response) -> (StatusCode, Value, String) {
     let status = resp.status();
     let ctype = resp
         .headers()

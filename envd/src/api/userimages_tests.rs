@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use hmac::{Hmac, Mac};
-use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -96,17 +95,7 @@ async fn send(
         .oneshot(req.body(Body::from(body)).unwrap())
         .await
         .unwrap();
-    let status = resp.status();
-    let ctype = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    let v = serde_json::from_slice(&bytes)
-        .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
-    (status, v, ctype)
+    super::tests::parts(resp).await
 }
 
 async fn until(app: &App, id: &str, done: impl Fn(&Env) -> bool) -> Env {
