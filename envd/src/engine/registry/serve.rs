@@ -97,15 +97,9 @@ async fn manifest(reg: &Registry, name: &str, r: &str) -> Response {
             Err(e) => error(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", &e.to_string()),
         };
     }
-    let Some((component, path)) = name.split_once('/') else {
-        return error(StatusCode::NOT_FOUND, "NAME_UNKNOWN", "no such repository");
-    };
-    let Some(up) = reg.upstreams.get(component) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "NAME_UNKNOWN",
-            "registry not configured in envd",
-        );
+    let (up, component, path) = match upstream_of(reg, name) {
+        Ok(found) => found,
+        Err(why) => return error(StatusCode::NOT_FOUND, "NAME_UNKNOWN", why),
     };
     if hex_of(r).is_some() && reg.blobs.has(r) {
         return match reg.blobs.read(r) {
@@ -171,6 +165,21 @@ async fn manifest(reg: &Registry, name: &str, r: &str) -> Response {
 
 /// Whether an upload's manifest lists `digest` (its config or a layer): a node may pull
 /// only what the upload it names holds.
+/// The configured registry a cached repository (`<component>/<path>`) comes from, with
+/// the two parts of the name; else why not (a `NAME_UNKNOWN`).
+fn upstream_of<'a, 'n>(
+    reg: &'a Registry,
+    name: &'n str,
+) -> Result<(&'a super::upstream::Upstream, &'n str, &'n str), &'static str> {
+    let Some((component, path)) = name.split_once('/') else {
+        return Err("no such repository");
+    };
+    match reg.upstreams.get(component) {
+        Some(up) => Ok((up, component, path)),
+        None => Err("registry not configured in envd"),
+    }
+}
+
 fn upload_holds(reg: &Registry, key: &str, digest: &str) -> bool {
     let Some(m) = reg.published(key).and_then(|d| reg.blobs.read(&d).ok()) else {
         return false;
@@ -193,15 +202,9 @@ async fn blob(reg: &Registry, name: &str, digest: &str) -> Response {
             return error(StatusCode::NOT_FOUND, "BLOB_UNKNOWN", "no such blob");
         }
     } else if !reg.blobs.has(digest) {
-        let Some((component, path)) = name.split_once('/') else {
-            return error(StatusCode::NOT_FOUND, "NAME_UNKNOWN", "no such repository");
-        };
-        let Some(up) = reg.upstreams.get(component) else {
-            return error(
-                StatusCode::NOT_FOUND,
-                "NAME_UNKNOWN",
-                "registry not configured in envd",
-            );
+        let (up, _, path) = match upstream_of(reg, name) {
+            Ok(found) => found,
+            Err(why) => return error(StatusCode::NOT_FOUND, "NAME_UNKNOWN", why),
         };
         if let Err(c) = fetch_blob(reg, up, path, digest).await {
             reg.fail(&up.host, path, digest, c.clone());
