@@ -171,7 +171,12 @@ async fn measure(
         used as f64 / 1073741824.0
     );
     println!(
-        "| envd RSS (this process: engine + API; debug build) before / at N | {:.1} / {:.1} MiB |",
+        "| envd RSS (this process: engine + API; {} build) before / at N | {:.1} / {:.1} MiB |",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
         rss_before as f64 / 1048576.0,
         rss_at_n as f64 / 1048576.0
     );
