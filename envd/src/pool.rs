@@ -478,53 +478,44 @@ pub async fn metrics(out: &mut String, store: &Store, catalog: &Catalog) -> Resu
     let gauge = |out: &mut String, name: &str, help: &str, kind: &str| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
     };
-    gauge(
-        out,
-        "envd_warm_pool_ready",
-        "Envs waiting in a warm pool.",
-        "gauge",
+    // One series per pool for each of these, all read off the pool's view.
+    type Series = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&PoolView) -> i64,
     );
-    for v in &views {
-        let _ = writeln!(
-            out,
-            "envd_warm_pool_ready{{pool=\"{}\"}} {}",
-            v.name, v.ready
-        );
-    }
-    gauge(
-        out,
-        "envd_warm_pool_creating",
-        "Envs being built for a warm pool.",
-        "gauge",
-    );
-    for v in &views {
-        let _ = writeln!(
-            out,
-            "envd_warm_pool_creating{{pool=\"{}\"}} {}",
-            v.name, v.creating
-        );
-    }
-    gauge(
-        out,
-        "envd_warm_pool_min",
-        "A warm pool's size to keep.",
-        "gauge",
-    );
-    for v in &views {
-        let _ = writeln!(out, "envd_warm_pool_min{{pool=\"{}\"}} {}", v.name, v.min);
-    }
-    gauge(
-        out,
-        "envd_warm_pool_claims_total",
-        "Creates that took a pooled env.",
-        "counter",
-    );
-    for v in &views {
-        let _ = writeln!(
-            out,
-            "envd_warm_pool_claims_total{{pool=\"{}\"}} {}",
-            v.name, v.claims
-        );
+    let per_pool: [Series; 4] = [
+        (
+            "envd_warm_pool_ready",
+            "Envs waiting in a warm pool.",
+            "gauge",
+            |v| i64::from(v.ready),
+        ),
+        (
+            "envd_warm_pool_creating",
+            "Envs being built for a warm pool.",
+            "gauge",
+            |v| i64::from(v.creating),
+        ),
+        (
+            "envd_warm_pool_min",
+            "A warm pool's size to keep.",
+            "gauge",
+            |v| i64::from(v.min),
+        ),
+        (
+            "envd_warm_pool_claims_total",
+            "Creates that took a pooled env.",
+            "counter",
+            |v| v.claims,
+        ),
+    ];
+    for (name, help, kind, value) in per_pool {
+        gauge(out, name, help, kind);
+        for v in &views {
+            let _ = writeln!(out, "{name}{{pool=\"{}\"}} {}", v.name, value(v));
+        }
     }
     gauge(
         out,
