@@ -97,6 +97,14 @@ async fn fill(refill: &envd::pool::Refill, engine: &Engine) -> anyhow::Result<()
     }
 }
 
+/// Tears the env down; seconds from the request to gone (logs archived, all freed).
+async fn teardown(engine: &Engine, id: &str) -> anyhow::Result<f64> {
+    engine.store.request_teardown(id).await?;
+    let t = Instant::now();
+    engine.reconcile(id).await?;
+    Ok(t.elapsed().as_secs_f64())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let runs = common::count("RUNS", 10);
@@ -136,12 +144,9 @@ async fn main() -> anyhow::Result<()> {
         rows.entry("envd full: ready".into())
             .or_default()
             .push(ready);
-        engine.store.request_teardown(&env.id).await?;
-        let t = Instant::now();
-        engine.reconcile(&env.id).await?;
         rows.entry("envd full: teardown (logs + free)".into())
             .or_default()
-            .push(t.elapsed().as_secs_f64());
+            .push(teardown(&engine, &env.id).await?);
         eprintln!("envd run {}: ready {ready:.2}s", i + 1);
     }
 
@@ -180,19 +185,18 @@ async fn main() -> anyhow::Result<()> {
             .map(|e| e.step)
             .collect();
         anyhow::ensure!(
-            kinds.iter().any(|k| k == "claimed"),
+            kinds
+                .iter()
+                .any(|k| k == envd::lifecycle::EventKind::Claimed.as_str()),
             "run {i} was built cold"
         );
         answers(&engine, &got).await?;
         rows.entry("envd full: pooled take".into())
             .or_default()
             .push(took);
-        engine.store.request_teardown(&env.id).await?;
-        let t = Instant::now();
-        engine.reconcile(&env.id).await?;
         rows.entry("envd full: teardown (logs + free)".into())
             .or_default()
-            .push(t.elapsed().as_secs_f64());
+            .push(teardown(&engine, &env.id).await?);
         eprintln!("pooled run {}: ready {:.0} ms", i + 1, took * 1000.0);
     }
     common::set_pool(&catalog, &engine, "full", 0).await?;
