@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
-use common::serve::{Serve, free_port, until_up};
+use common::serve::{Serve, free_port};
 
 const BRIDGE: &str = "envdt8";
 const POOL: &str = "10.218.8.0/24";
@@ -76,7 +76,7 @@ async fn gigabytes_of_logs_cost_envd_no_memory() {
     let data = tempfile::tempdir().unwrap();
     let templates = common::harness::template_dir("biglogs", TEMPLATE);
     let port = free_port();
-    let serve = Serve::start(
+    let mut serve = Serve::start(
         data.path(),
         port,
         &[
@@ -96,7 +96,7 @@ async fn gigabytes_of_logs_cost_envd_no_memory() {
         None,
     );
     let base = format!("http://127.0.0.1:{port}");
-    until_up(&base).await;
+    serve.up().await;
     let guard = common::Guard::default();
     let id = common::http::create_env(&base, "biglogs").await;
     guard.watch(&id);

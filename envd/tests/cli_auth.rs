@@ -184,7 +184,7 @@ async fn login_token_create_revoke_and_what_a_revoked_token_is_told() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_first_serve_makes_the_admin_token_the_cli_on_its_host_uses() {
-    use common::serve::{Serve, free_port, until_up};
+    use common::serve::{Serve, free_port};
     if !common::engine_available().await {
         return;
     }
@@ -202,9 +202,9 @@ async fn a_first_serve_makes_the_admin_token_the_cli_on_its_host_uses() {
     assert!(err.contains("--no-auth is refused"), "{err}");
 
     let args = ["--bridge", "envdh14", "--pool-cidr", "10.219.14.0/24"];
-    let serve = Serve::spawn(data.path(), port, &args, None);
+    let mut serve = Serve::spawn(data.path(), port, &args, None);
     let server = format!("http://127.0.0.1:{port}");
-    until_up(&server).await;
+    serve.up().await;
     let file = data.path().join("admin-token");
     assert_eq!(
         std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::serve::{Serve, free_port, until_up};
+use common::serve::{Serve, free_port};
 
 const BRIDGE: &str = "envdt0";
 const POOL: &str = "10.216.0.0/24";
@@ -173,13 +173,13 @@ async fn killed_before_and_after_every_step_still_ends_ready_then_gone_with_no_l
     let mut hit = vec![];
     for point in &create_points {
         let mut serve = start(dir.path(), port, Some(point));
-        until_up(&base).await;
+        serve.up().await;
         let id = create(&base).await;
         guard.watch(&id);
         serve.wait_abort();
         drop(serve);
-        let serve = start(dir.path(), port, None);
-        until_up(&base).await;
+        let mut serve = start(dir.path(), port, None);
+        serve.up().await;
         until_state(&base, &id, "ready").await;
         remove(&base, &id).await;
         until_state(&base, &id, "gone").await;
@@ -190,8 +190,8 @@ async fn killed_before_and_after_every_step_still_ends_ready_then_gone_with_no_l
     }
     eprintln!("killed and resumed at {hit:?}");
 
-    let serve = start(dir.path(), port, None);
-    until_up(&base).await;
+    let mut serve = start(dir.path(), port, None);
+    serve.up().await;
     let id = create(&base).await;
     guard.watch(&id);
     let ready = until_state(&base, &id, "ready").await;
@@ -210,7 +210,7 @@ async fn killed_before_and_after_every_step_still_ends_ready_then_gone_with_no_l
         .filter(|p| phase_of(p) == Phase::Config)
         .collect();
     let mut serve = start(dir.path(), port, Some(config_points[0]));
-    until_up(&base).await;
+    serve.up().await;
     set_password(&base, &id, "pw-after-crash").await;
     serve.wait_abort();
     drop(serve);
@@ -218,15 +218,15 @@ async fn killed_before_and_after_every_step_still_ends_ready_then_gone_with_no_l
         let mut serve = start(dir.path(), port, Some(point));
         serve.wait_abort();
     }
-    let serve = start(dir.path(), port, None);
-    until_up(&base).await;
+    let mut serve = start(dir.path(), port, None);
+    serve.up().await;
     until_redis_answers(&format!("redis://:pw-after-crash@{ip}:6379/")).await;
     until_event(&base, &id, "config:redis").await;
     drop(serve);
 
     // Teardown, killed before and after collecting logs and freeing.
     let mut serve = start(dir.path(), port, Some(teardown_points[0]));
-    until_up(&base).await;
+    serve.up().await;
     remove(&base, &id).await;
     serve.wait_abort();
     drop(serve);
@@ -234,8 +234,8 @@ async fn killed_before_and_after_every_step_still_ends_ready_then_gone_with_no_l
         let mut serve = start(dir.path(), port, Some(point));
         serve.wait_abort();
     }
-    let _serve = start(dir.path(), port, None);
-    until_up(&base).await;
+    let mut serve = start(dir.path(), port, None);
+    serve.up().await;
     until_state(&base, &id, "gone").await;
     let left = leaks(&base, &id).await;
     assert!(left.is_empty(), "leaked: {left:?}");
@@ -298,7 +298,7 @@ async fn chaos() {
         let point = points[fastrand::usize(..points.len())].as_str();
         let phase = phase_of(point);
         let mut serve = start(dir.path(), port, (phase == Phase::Create).then_some(point));
-        until_up(&base).await;
+        serve.up().await;
         let id = create(&base).await;
         guard.watch(&id);
         let password = format!("pw-{run}");
@@ -306,7 +306,7 @@ async fn chaos() {
             until_state(&base, &id, "ready").await;
             drop(serve);
             serve = start(dir.path(), port, Some(point));
-            until_up(&base).await;
+            serve.up().await;
             if phase == Phase::Teardown {
                 remove(&base, &id).await;
             } else {
@@ -316,8 +316,8 @@ async fn chaos() {
         serve.wait_abort();
         drop(serve);
         let t = Instant::now();
-        let serve = start(dir.path(), port, None);
-        until_up(&base).await;
+        let mut serve = start(dir.path(), port, None);
+        serve.up().await;
         let want = if phase == Phase::Teardown {
             "gone"
         } else {

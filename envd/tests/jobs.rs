@@ -16,7 +16,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::serve::{Serve, free_port, until_up};
+use common::serve::{Serve, free_port};
 
 /// A loopback HTTP server that keeps every JSON body POSTed to `/hook`.
 async fn webhook_receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
@@ -198,10 +198,10 @@ async fn two_envd_on_one_postgres_run_each_scheduled_slot_once() {
     ];
     let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (a_port, b_port) = (free_port(), free_port());
-    let a = Serve::start(a_dir.path(), a_port, &args, None);
-    until_up(&format!("http://127.0.0.1:{a_port}")).await;
-    let b = Serve::start(b_dir.path(), b_port, &args, None);
-    until_up(&format!("http://127.0.0.1:{b_port}")).await;
+    let mut a = Serve::start(a_dir.path(), a_port, &args, None);
+    a.up().await;
+    let mut b = Serve::start(b_dir.path(), b_port, &args, None);
+    b.up().await;
     let from = now_ms() + 1000;
     tokio::time::sleep(Duration::from_secs(8)).await;
     let to = now_ms() - 1500;
@@ -351,15 +351,14 @@ async fn two_envd_on_one_postgres_create_each_node_once() {
     ];
     let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (a_port, b_port) = (free_port(), free_port());
-    let a = Serve::start(a_dir.path(), a_port, &args, None);
-    let b = Serve::start(b_dir.path(), b_port, &args, None);
+    let mut a = Serve::start(a_dir.path(), a_port, &args, None);
+    let mut b = Serve::start(b_dir.path(), b_port, &args, None);
     let bases = [
         format!("http://127.0.0.1:{a_port}"),
         format!("http://127.0.0.1:{b_port}"),
     ];
-    for base in &bases {
-        until_up(base).await;
-    }
+    a.up().await;
+    b.up().await;
     let guard = common::Guard::default();
     let client = reqwest::Client::new();
     let mut ids = vec![];
