@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, VolumeCreateRequest};
+use bollard::models::{
+    ContainerCreateBody, HostConfig, Mount, MountType, MountVolumeOptions, VolumeCreateRequest,
+};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
     ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
@@ -182,6 +184,7 @@ impl Engine {
                     &sock_dir,
                     &seed,
                     &vol,
+                    labels(env, "volume"),
                 )),
                 ..Default::default()
             };
@@ -254,7 +257,13 @@ impl Engine {
     }
 }
 
-fn node_host_config(mode: NodeMode, sock_dir: &Path, seed: &Path, volume: &str) -> HostConfig {
+fn node_host_config(
+    mode: NodeMode,
+    sock_dir: &Path,
+    seed: &Path,
+    volume: &str,
+    volume_labels: HashMap<String, String>,
+) -> HostConfig {
     let mut hc = HostConfig {
         binds: Some(vec![
             format!("{}:/envd", sock_dir.display()),
@@ -267,6 +276,13 @@ fn node_host_config(mode: NodeMode, sock_dir: &Path, seed: &Path, volume: &str) 
             target: Some("/var/lib/docker".into()),
             source: Some(volume.to_string()),
             typ: Some(MountType::VOLUME),
+            // Docker makes a missing named volume itself: if a free removed ours between
+            // its create and this container's (a create cut short by a delete), the one
+            // Docker makes still carries the env's label, so the sweep finds it.
+            volume_options: Some(MountVolumeOptions {
+                labels: Some(volume_labels),
+                ..Default::default()
+            }),
             ..Default::default()
         }]),
         tmpfs: Some(HashMap::from([("/run".to_string(), String::new())])),
