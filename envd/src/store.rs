@@ -364,15 +364,30 @@ impl Store {
         step: Step,
         error: Option<&str>,
     ) -> Result<()> {
-        let now = now_ms();
-        sqlx::query("UPDATE envs SET state = $2, step = $3, error = COALESCE($4, error), updated_at = $5, ready_at = CASE WHEN $2 = 'ready' THEN COALESCE(ready_at, $5) ELSE ready_at END WHERE id = $1")
-            .bind(id)
-            .bind(state.as_str())
-            .bind(step.shown().as_str())
-            .bind(error)
-            .bind(now)
+        state_query(id, state, step, error)
             .execute(&self.pool)
             .await?;
+        self.changed(id).await;
+        Ok(())
+    }
+
+    /// Sets the state and records its event in one transaction, so whoever sees the env
+    /// in `state` also sees the event that says so.
+    pub async fn set_state_with_event(
+        &self,
+        id: &str,
+        state: State,
+        step: Step,
+        event: impl Into<EventStep>,
+        message: &str,
+        duration: Option<Duration>,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        state_query(id, state, step, None).execute(&mut *tx).await?;
+        event_query(id, event.into(), message, duration)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         self.changed(id).await;
         Ok(())
     }
@@ -660,12 +675,7 @@ impl Store {
         message: &str,
         duration: Option<Duration>,
     ) -> Result<()> {
-        sqlx::query("INSERT INTO events (env_id, at, step, message, duration_ms) VALUES ($1, $2, $3, $4, $5)")
-            .bind(id)
-            .bind(now_ms())
-            .bind(step.into().to_string())
-            .bind(message)
-            .bind(duration.map(|d| d.as_millis() as i64))
+        event_query(id, step.into(), message, duration)
             .execute(&self.pool)
             .await?;
         self.changed(id).await;
@@ -721,6 +731,34 @@ fn json(m: &BTreeMap<String, String>) -> String {
 fn parse_ip(s: &str) -> Result<IpAddr> {
     s.parse()
         .map_err(|_| Error::invalid("store", "leases.ip", format!("`{s}` is not an IP address")))
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+fn state_query<'q>(id: &'q str, state: State, step: Step, error: Option<&'q str>) -> AnyQuery<'q> {
+    let now = now_ms();
+    sqlx::query("UPDATE envs SET state = $2, step = $3, error = COALESCE($4, error), updated_at = $5, ready_at = CASE WHEN $2 = 'ready' THEN COALESCE(ready_at, $5) ELSE ready_at END WHERE id = $1")
+        .bind(id)
+        .bind(state.as_str())
+        .bind(step.shown().as_str())
+        .bind(error)
+        .bind(now)
+}
+
+fn event_query<'q>(
+    id: &'q str,
+    step: EventStep,
+    message: &'q str,
+    duration: Option<Duration>,
+) -> AnyQuery<'q> {
+    sqlx::query(
+        "INSERT INTO events (env_id, at, step, message, duration_ms) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(id)
+    .bind(now_ms())
+    .bind(step.to_string())
+    .bind(message)
+    .bind(duration.map(|d| d.as_millis() as i64))
 }
 
 fn env_from_row(r: &AnyRow) -> Result<Env> {

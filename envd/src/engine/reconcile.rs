@@ -383,11 +383,10 @@ impl Engine {
             Action::Discard { reason } => self.discard_pooled(env, &reason).await?,
             Action::MarkReady => {
                 self.store
-                    .set_state(&env.id, State::Ready, Step::Ready, None)
-                    .await?;
-                self.store
-                    .event(
+                    .set_state_with_event(
                         &env.id,
+                        State::Ready,
+                        Step::Ready,
                         EventKind::Ready,
                         "environment ready",
                         Some(since_ms(env.created_at)),
