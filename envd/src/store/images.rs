@@ -1,4 +1,5 @@
-//! Uploaded images: one row per owner and reference.
+//! Uploaded images: one row per owner and reference; and image pulls as they progress,
+//! pushed to watchers without a row.
 
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -129,22 +130,58 @@ impl Store {
         rows.iter().map(from_row).collect()
     }
 
-    /// The bytes an owner's uploads hold.
-    pub async fn image_bytes(&self, owner: &str) -> Result<i64> {
-        let r = sqlx::query(
-            "SELECT CAST(COALESCE(SUM(bytes), 0) AS BIGINT) FROM images WHERE owner = $1",
-        )
-        .bind(owner)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(r.try_get(0)?)
-    }
-
     pub async fn delete_image(&self, id: &str) -> Result<bool> {
         let r = sqlx::query("DELETE FROM images WHERE id = $1")
             .bind(id)
             .execute(&self.pool)
             .await?;
         Ok(r.rows_affected() > 0)
+    }
+}
+
+/// One image's pull into an env, as pushed to watchers (`event: progress` on the env's
+/// events stream; at most one a second per image; never stored).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct PullProgress {
+    pub env_id: String,
+    pub pod: String,
+    pub image: String,
+    /// Bytes downloaded of `total` (the layers the node lacks, as far as known yet).
+    pub done: u64,
+    pub total: u64,
+    /// Layers in the node, of the image's layers.
+    pub layers_done: u32,
+    pub layers: u32,
+    /// The pull ended (pulled or failed: the env's events say which).
+    pub finished: bool,
+}
+
+/// The PostgreSQL channel of pull progress (a NOTIFY each, no table).
+pub(super) const PULLS_CHANNEL: &str = "envd_pulls";
+
+impl Store {
+    /// Tells every watcher of the env how a pull goes: on PostgreSQL through NOTIFY (every
+    /// instance's listener, this one's too, relays it), else in this process. Best effort.
+    pub async fn push_pull(&self, p: &PullProgress) {
+        if self.postgres {
+            let Ok(json) = serde_json::to_string(p) else {
+                return;
+            };
+            let notified = sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(PULLS_CHANNEL)
+                .bind(json)
+                .execute(&self.pool)
+                .await;
+            if let Err(e) = notified {
+                tracing::debug!("NOTIFY {PULLS_CHANNEL}: {e}");
+            }
+        } else {
+            let _ = self.pulls.send(p.clone());
+        }
+    }
+
+    /// Pulls as they progress, of every env.
+    pub fn subscribe_pulls(&self) -> tokio::sync::broadcast::Receiver<PullProgress> {
+        self.pulls.subscribe()
     }
 }
