@@ -429,9 +429,11 @@ async fn https_registries_are_trusted_through_their_ca() -> Result {
     .await
     .expect("engine available");
 
+    let t = Instant::now();
     let (a, _ga) = h
         .ready_with(with_image(&format!("{trusted}/lab/web:tls")))
         .await;
+    eprintln!("HTTPS registry image: env ready in {:?}", t.elapsed());
     assert_eq!(answer(a.node_ip.as_deref().unwrap()).await, "v1 hello");
 
     let env = h
@@ -450,6 +452,7 @@ async fn https_registries_are_trusted_through_their_ca() -> Result {
         error.contains(&format!("registry `{untrusted}`")),
         "{error}"
     );
+    eprintln!("without the CA: {error}");
     assert!(error.contains("TLS: certificate not trusted"), "{error}");
     assert!(error.contains(".ca"), "says what to set: {error}");
     let everything = format!("{error}\n{}", events_text(&h, &env.id).await);

@@ -560,4 +560,39 @@ async fn a_pull_in_the_node_is_pushed_to_watchers_as_it_goes() {
         (last.done, last.total, last.layers_done, last.layers),
         (391, 391, 2, 2)
     );
+
+    // A watcher of the env's events stream gets pulls as `progress` messages.
+    let req = Request::builder()
+        .uri(format!("/v1/envs/{}/events", env.id))
+        .header("accept", "text/event-stream")
+        .body(Body::empty())
+        .unwrap();
+    let resp = app.router.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    let mut p = last.clone();
+    p.done = 120;
+    p.finished = false;
+    let store = app.engine.store.clone();
+    let pushing = tokio::spawn(async move {
+        loop {
+            store.push_pull(&p).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let mut seen = String::new();
+    let t = Instant::now();
+    while !seen.contains("event: progress") {
+        assert!(t.elapsed() < Duration::from_secs(20), "no progress: {seen}");
+        use http_body_util::BodyExt;
+        let Some(Ok(frame)) = body.frame().await else {
+            panic!("the stream ended: {seen}");
+        };
+        if let Some(d) = frame.data_ref() {
+            seen.push_str(&String::from_utf8_lossy(d));
+        }
+    }
+    pushing.abort();
+    let block = &seen[seen.find("event: progress").unwrap()..];
+    assert!(block.contains(r#""done":120"#), "{block}");
 }

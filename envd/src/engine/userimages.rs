@@ -178,10 +178,10 @@ pub(super) async fn ensure_image(
         })?;
     }
     let msg = format!(
-        "image {image} pulled from {} in {:.1} s ({:.1} MB new)",
+        "image {image} pulled from {} in {:.1} s ({} new)",
         source.registry(),
         t.elapsed().as_secs_f64(),
-        sums.total as f64 / 1e6
+        amount(sums.total)
     );
     engine
         .store
@@ -197,6 +197,14 @@ pub(super) async fn ensure_image(
     } else {
         image.to_string()
     })
+}
+
+/// Bytes as a person reads them: `12 kB`, `391.2 MB`.
+fn amount(bytes: u64) -> String {
+    match bytes {
+        0..1_000_000 => format!("{} kB", bytes.div_ceil(1000)),
+        _ => format!("{:.1} MB", bytes as f64 / 1e6),
+    }
 }
 
 /// A layer's line of the node engine's pull stream, if it is one.

@@ -219,37 +219,42 @@ impl Upstream {
     }
 }
 
-/// The rustls error in a request's error chain, in words. tokio-rustls hands it up inside
-/// an `io::Error`, whose `source()` skips it, so each io error's payload is looked into.
+/// The rustls error in a request's error chain, in words.
 fn tls_failure(e: &reqwest::Error) -> Option<String> {
     use rustls::CertificateError as C;
-    let mut at: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = at {
-        let tls = err.downcast_ref::<rustls::Error>().or_else(|| {
-            err.downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        });
-        if let Some(tls) = tls {
-            return Some(match tls {
-                rustls::Error::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => {
-                    "certificate not trusted".into()
-                }
-                rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
-                    "certificate expired".into()
-                }
-                rustls::Error::InvalidCertificate(
-                    C::NotValidForName | C::NotValidForNameContext { .. },
-                ) => "certificate not valid for this host name".into(),
-                rustls::Error::InvalidCertificate(other) => {
-                    format!("certificate not accepted ({other})")
-                }
-                other => format!("handshake failed ({other})"),
-            });
+    Some(match find_rustls(e, 0)? {
+        rustls::Error::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => {
+            "certificate not trusted".into()
         }
-        at = err.source();
+        rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
+            "certificate expired".into()
+        }
+        rustls::Error::InvalidCertificate(
+            C::NotValidForName | C::NotValidForNameContext { .. },
+        ) => "certificate not valid for this host name".into(),
+        rustls::Error::InvalidCertificate(other) => format!("certificate not accepted ({other})"),
+        other => format!("handshake failed ({other})"),
+    })
+}
+
+/// Walks an error chain for a rustls error. It comes up inside an `io::Error` (hyper-rustls
+/// wraps tokio-rustls's io error in another), whose `source()` skips its payload, so each
+/// io error's payload is looked into.
+fn find_rustls<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+    depth: u8,
+) -> Option<&'a rustls::Error> {
+    if depth > 16 {
+        return None;
     }
-    None
+    if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+        return Some(tls);
+    }
+    let payload = err
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+        .and_then(|p| find_rustls(p, depth + 1));
+    payload.or_else(|| find_rustls(err.source()?, depth + 1))
 }
 
 fn unreachable(e: reqwest::Error) -> Cause {
