@@ -9,8 +9,8 @@
 //!   and of a broken image (rolled back, the old version answers).
 //!
 //! - the same over HTTPS (the registry serves a certificate of a CA made here): with the
-//!   CA configured the env is ready, without it the env fails naming the registry and
-//!   the TLS cause.
+//!   CA configured the env is ready (its pull's progress pushed to the end), without it
+//!   the env fails naming the registry and the TLS cause; `insecure = true` gets through.
 //!
 //! Bridges envdt15a (10.213.150.0/24), envdt15b (10.213.151.0/24), envdt15b5 (10.213.185.0/24).
 
@@ -424,17 +424,46 @@ async fn https_registries_are_trusted_through_their_ca() -> Result {
                 untrusted.clone(),
                 config(format!("https://{untrusted}"), None),
             ),
+            // A third name for it: no CA, but told to accept any certificate.
+            (
+                "insecure.lab".into(),
+                UpstreamConfig {
+                    insecure: true,
+                    ..config(format!("https://{untrusted}"), None)
+                },
+            ),
         ]);
     })
     .await
     .expect("engine available");
 
+    let mut pulls = h.engine.store.subscribe_pulls();
     let t = Instant::now();
     let (a, _ga) = h
         .ready_with(with_image(&format!("{trusted}/lab/web:tls")))
         .await;
     eprintln!("HTTPS registry image: env ready in {:?}", t.elapsed());
     assert_eq!(answer(a.node_ip.as_deref().unwrap()).await, "v1 hello");
+    // The node's pull was pushed as it went, ending with every layer in.
+    let mut last = None;
+    while let Ok(p) = pulls.try_recv() {
+        last = Some(p);
+    }
+    let last = last.expect("pull progress pushed");
+    assert!(last.finished && last.layers_done == last.layers, "{last:?}");
+    assert!(last.total > 0 && last.done == last.total, "{last:?}");
+
+    // `insecure = true`: the same registry's manifest through envd's cache, no CA.
+    let url = format!(
+        "http://{}:{}/v2/insecure.lab/lab/web/manifests/tls",
+        h.engine.cfg.gateway, h.engine.cfg.registry.port
+    );
+    let r = reqwest::Client::new()
+        .get(&url)
+        .header("accept", envd::engine::registry::upstream::MANIFEST_TYPES)
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
 
     let env = h
         .create_with(with_image(&format!("{untrusted}/lab/web:tls")))
