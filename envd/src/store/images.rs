@@ -185,3 +185,55 @@ impl Store {
         self.pulls.subscribe()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn progress(done: u64) -> PullProgress {
+        PullProgress {
+            env_id: "e1".into(),
+            pod: "web".into(),
+            image: "registry.lab/shop:x".into(),
+            done,
+            total: 391,
+            layers_done: 0,
+            layers: 2,
+            finished: false,
+        }
+    }
+
+    /// A pull pushed by one instance reaches the watchers of this one, and on PostgreSQL
+    /// those of every instance on the database (no row written).
+    #[tokio::test]
+    async fn pull_progress_reaches_watchers_here_and_on_postgres_elsewhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("envd.db").display());
+        let mut pairs = vec![(Store::open(&url).await.unwrap(), None)];
+        if let Some(pg) = super::super::tests::postgres_url() {
+            let other = Store::open(&pg).await.unwrap();
+            pairs.push((Store::open(&pg).await.unwrap(), Some(other)));
+        }
+        for (s, other) in pairs {
+            let mut rx = s.subscribe_pulls();
+            let pusher = other.as_ref().unwrap_or(&s);
+            // The listener connects in the background: push until it is heard.
+            let heard = async {
+                loop {
+                    pusher.push_pull(&progress(120)).await;
+                    if let Ok(Ok(p)) =
+                        tokio::time::timeout(Duration::from_millis(500), rx.recv()).await
+                    {
+                        return p;
+                    }
+                }
+            };
+            let p = tokio::time::timeout(Duration::from_secs(20), heard)
+                .await
+                .expect("a pushed pull is heard");
+            assert_eq!(p, progress(120));
+        }
+    }
+}
