@@ -357,23 +357,8 @@ async fn registry_images_come_through_envds_cache_with_its_credentials() -> Resu
         "registry image: first env ready in {first:?}, second (from envd's cache) in {second:?}"
     );
 
-    let env = h.create_with(with_image(&format!("{bad}/lab/web:1"))).await;
-    let failed = h
-        .wait(
-            &env.id,
-            &[State::Failed, State::Ready],
-            Duration::from_secs(180),
-        )
-        .await;
-    assert_eq!(failed.state, State::Failed);
-    let error = failed.error.clone().unwrap_or_default();
-    assert!(error.contains(&format!("registry `{bad}`")), "{error}");
+    let (env, error) = fails_naming(&h, &format!("{bad}/lab/web:1"), &bad).await;
     assert!(error.contains("unauthorized"), "{error}");
-    let everything = format!("{error}\n{}", events_text(&h, &env.id).await);
-    assert!(
-        !everything.contains(PASSWORD),
-        "the password leaked: {everything}"
-    );
 
     for id in [&a.id, &b.id, &env.id] {
         h.teardown(id).await;
@@ -384,6 +369,29 @@ async fn registry_images_come_through_envds_cache_with_its_credentials() -> Resu
         .args(["rmi", &format!("{WEB}:1")])
         .output();
     Ok(())
+}
+
+/// An env whose image must fail to come from `registry`: it fails naming the registry,
+/// and the registry's password is in neither its error nor its events. Returns the env
+/// and its error.
+async fn fails_naming(h: &Harness, image: &str, registry: &str) -> (envd::store::Env, String) {
+    let env = h.create_with(with_image(image)).await;
+    let failed = h
+        .wait(
+            &env.id,
+            &[State::Failed, State::Ready],
+            Duration::from_secs(180),
+        )
+        .await;
+    assert_eq!(failed.state, State::Failed);
+    let error = failed.error.clone().unwrap_or_default();
+    assert!(error.contains(&format!("registry `{registry}`")), "{error}");
+    let everything = format!("{error}\n{}", events_text(h, &env.id).await);
+    assert!(
+        !everything.contains(PASSWORD),
+        "the password leaked: {everything}"
+    );
+    (env, error)
 }
 
 /// A lab registry over HTTPS with its own CA: trusted through `ca`, refused without it.
@@ -465,27 +473,10 @@ async fn https_registries_are_trusted_through_their_ca() -> Result {
         .await?;
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
 
-    let env = h
-        .create_with(with_image(&format!("{untrusted}/lab/web:tls")))
-        .await;
-    let failed = h
-        .wait(
-            &env.id,
-            &[State::Failed, State::Ready],
-            Duration::from_secs(180),
-        )
-        .await;
-    assert_eq!(failed.state, State::Failed);
-    let error = failed.error.clone().unwrap_or_default();
-    assert!(
-        error.contains(&format!("registry `{untrusted}`")),
-        "{error}"
-    );
+    let (env, error) = fails_naming(&h, &format!("{untrusted}/lab/web:tls"), &untrusted).await;
     eprintln!("without the CA: {error}");
     assert!(error.contains("TLS: certificate not trusted"), "{error}");
     assert!(error.contains(".ca"), "says what to set: {error}");
-    let everything = format!("{error}\n{}", events_text(&h, &env.id).await);
-    assert!(!everything.contains(PASSWORD), "the password leaked");
 
     for id in [&a.id, &env.id] {
         h.teardown(id).await;

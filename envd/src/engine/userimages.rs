@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 
 use super::Engine;
 use super::node::Node;
-use super::registry::progress::{LayerPhase, LayerUpdate, PullFeed};
+use super::registry::progress::{LayerPhase, LayerUpdate, PullFeed, Sums};
 use super::registry::{Cause, ImageRef, reference::host_component};
 use crate::error::{Error, Result};
 use crate::lifecycle::{EventKind, EventStep};
@@ -178,10 +178,10 @@ pub(super) async fn ensure_image(
         })?;
     }
     let msg = format!(
-        "image {image} pulled from {} in {:.1} s ({} new)",
+        "image {image} pulled from {} in {:.1} s ({})",
         source.registry(),
         t.elapsed().as_secs_f64(),
-        amount(sums.total)
+        fetched(&sums)
     );
     engine
         .store
@@ -199,11 +199,16 @@ pub(super) async fn ensure_image(
     })
 }
 
-/// Bytes as a person reads them: `12 kB`, `391.2 MB`.
-fn amount(bytes: u64) -> String {
-    match bytes {
-        0..1_000_000 => format!("{} kB", bytes.div_ceil(1000)),
-        _ => format!("{:.1} MB", bytes as f64 / 1e6),
+/// What a pull brought: `2 new layers, 391.2 MB` (the size when the engine said it).
+fn fetched(s: &Sums) -> String {
+    let layers = match s.fetched {
+        1 => "1 new layer".to_string(),
+        n => format!("{n} new layers"),
+    };
+    match s.total {
+        0 => layers,
+        b @ 1..1_000_000 => format!("{layers}, {} kB", b.div_ceil(1000)),
+        b => format!("{layers}, {:.1} MB", b as f64 / 1e6),
     }
 }
 

@@ -72,6 +72,8 @@ pub struct Sums {
     /// Layers in the node, of all the image's layers seen.
     pub layers_done: u32,
     pub layers: u32,
+    /// Layers the node did not hold already (the ones that travel).
+    pub fetched: u32,
 }
 
 impl PullTally {
@@ -100,6 +102,7 @@ impl PullTally {
             total: 0,
             layers_done: 0,
             layers: 0,
+            fetched: 0,
         };
         for l in self.layers.values() {
             s.layers += 1;
@@ -107,6 +110,7 @@ impl PullTally {
                 s.layers_done += 1;
             }
             if l.phase != LayerPhase::Present {
+                s.fetched += 1;
                 s.done += l.downloaded;
                 s.total += l.size;
             }
@@ -237,6 +241,7 @@ mod tests {
         t.update(&up("b", Done, 0, 0));
         let s = t.sums();
         assert_eq!((s.done, s.total, s.layers_done, s.layers), (391, 391, 3, 3));
+        assert_eq!(s.fetched, 2);
     }
 
     #[test]
