@@ -869,8 +869,10 @@ fn event_stream(
 ) -> impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>
 {
     let changes = s.engine.store.subscribe();
-    let start = (s, id, 0i64, false, changes);
-    futures_util::stream::unfold(start, |(s, id, after, done, mut changes)| async move {
+    // Pulls as they progress come between the recorded events, as `progress` (not stored).
+    let pulls = s.engine.store.subscribe_pulls();
+    let start = (s, id, 0i64, false, (changes, pulls));
+    futures_util::stream::unfold(start, |(s, id, after, done, mut rx)| async move {
         if done {
             return None;
         }
@@ -881,7 +883,7 @@ fn event_stream(
                 let ev = axum::response::sse::Event::default()
                     .event(e.step.clone())
                     .data(data);
-                return Some((Ok(ev), (s, id, e.id, false, changes)));
+                return Some((Ok(ev), (s, id, e.id, false, rx)));
             }
             let finished = s
                 .engine
@@ -894,12 +896,39 @@ fn event_stream(
                 let ev = axum::response::sse::Event::default()
                     .event("end")
                     .data("{}");
-                return Some((Ok(ev), (s, id, after, true, changes)));
+                return Some((Ok(ev), (s, id, after, true, rx)));
             }
-            let next = crate::store::Store::next_change(&mut changes, &id);
-            let _ = tokio::time::timeout(Duration::from_secs(1), next).await;
+            let pulled = {
+                let (changes, pulls) = &mut rx;
+                let next = crate::store::Store::next_change(changes, &id);
+                tokio::select! {
+                    _ = tokio::time::timeout(Duration::from_secs(1), next) => None,
+                    Some(p) = next_pull(pulls, &id) => Some(p),
+                }
+            };
+            if let Some(p) = pulled {
+                let ev = axum::response::sse::Event::default()
+                    .event("progress")
+                    .data(serde_json::to_string(&p).unwrap_or_default());
+                return Some((Ok(ev), (s, id, after, false, rx)));
+            }
         }
     })
+}
+
+/// The next pull progress of env `id`; none once the feed is gone.
+async fn next_pull(
+    rx: &mut tokio::sync::broadcast::Receiver<crate::store::PullProgress>,
+    id: &str,
+) -> Option<crate::store::PullProgress> {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match rx.recv().await {
+            Ok(p) if p.env_id == id => return Some(p),
+            Ok(_) | Err(RecvError::Lagged(_)) => {}
+            Err(RecvError::Closed) => return None,
+        }
+    }
 }
 
 #[cfg(test)]

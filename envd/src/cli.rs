@@ -659,6 +659,9 @@ async fn wait_ready(c: &Conn, env: &EnvView, timeout: &str) -> Result<EnvView, F
         for e in events.fetch(c, &env.id).await? {
             progress.event(t.elapsed(), &e);
         }
+        for p in events.pulls.drain(..) {
+            progress.pull(t.elapsed(), &p);
+        }
         progress.step(t.elapsed(), v.state, v.step);
         if v.state.is_settled() {
             progress.finish();
@@ -688,6 +691,8 @@ struct Events {
     buf: String,
     pending: Vec<Event>,
     seen: i64,
+    /// Image pulls as they progress (pushed only: never in the recorded events).
+    pulls: Vec<envd::store::PullProgress>,
 }
 
 impl Events {
@@ -708,6 +713,7 @@ impl Events {
             buf: String::new(),
             pending: vec![],
             seen: 0,
+            pulls: vec![],
         }
     }
 
@@ -745,7 +751,13 @@ impl Events {
                 while let Some(end) = self.buf.find("\n\n") {
                     let block: String = self.buf.drain(..end + 2).collect();
                     let data = block.lines().find_map(|l| l.strip_prefix("data:"));
-                    if let Some(e) = data.and_then(|d| serde_json::from_str::<Event>(d.trim()).ok())
+                    let kind = block.lines().find_map(|l| l.strip_prefix("event:"));
+                    if kind.map(str::trim) == Some("progress") {
+                        if let Some(p) = data.and_then(|d| serde_json::from_str(d.trim()).ok()) {
+                            self.pulls.push(p);
+                        }
+                    } else if let Some(e) =
+                        data.and_then(|d| serde_json::from_str::<Event>(d.trim()).ok())
                     {
                         self.pending.push(e);
                     }
@@ -766,6 +778,8 @@ struct Progress {
     env_bar: Option<indicatif::ProgressBar>,
     pods: std::collections::BTreeMap<String, indicatif::ProgressBar>,
     last_step: Option<Step>,
+    /// A bar per image being pulled, by `<pod> <image>`.
+    pulls: std::collections::BTreeMap<String, indicatif::ProgressBar>,
 }
 
 impl Progress {
@@ -782,6 +796,7 @@ impl Progress {
             env_bar,
             pods: Default::default(),
             last_step: None,
+            pulls: Default::default(),
         }
     }
 
@@ -827,8 +842,44 @@ impl Progress {
         bar.set_message(line);
     }
 
+    /// `pull <image> [####    ] 120/391 MB` while a node pulls it; without a terminal a
+    /// line when it starts and one when it ends.
+    fn pull(&mut self, at: Duration, p: &envd::store::PullProgress) {
+        let mb = |b: u64| b as f64 / 1e6;
+        let amount = format!("{:.0}/{:.0} MB", mb(p.done), mb(p.total));
+        let key = format!("{} {}", p.pod, p.image);
+        let Some(multi) = &self.multi else {
+            if p.finished || !self.pulls.contains_key(&key) {
+                let what = if p.finished { "pulled" } else { "pulling" };
+                eprintln!(
+                    "{:>6.1}s   pull {}: {what} {amount}",
+                    at.as_secs_f64(),
+                    p.image
+                );
+                self.pulls.insert(key, indicatif::ProgressBar::hidden());
+            }
+            return;
+        };
+        let bar = self.pulls.entry(key).or_insert_with(|| {
+            let b = multi.add(indicatif::ProgressBar::new(1));
+            if let Ok(style) =
+                indicatif::ProgressStyle::with_template("  pull {prefix} [{bar:20}] {msg}")
+            {
+                b.set_style(style.progress_chars("## "));
+            }
+            b.set_prefix(p.image.clone());
+            b
+        });
+        bar.set_length(p.total.max(1));
+        bar.set_position(if p.finished { p.total.max(1) } else { p.done });
+        bar.set_message(amount);
+        if p.finished {
+            bar.finish();
+        }
+    }
+
     fn finish(&mut self) {
-        for b in self.pods.values() {
+        for b in self.pods.values().chain(self.pulls.values()) {
             b.finish();
         }
         if let Some(b) = &self.env_bar {

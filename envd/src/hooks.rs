@@ -125,6 +125,18 @@ fn tag_safe(branch: &str) -> String {
         .collect()
 }
 
+/// The branch a (verified) delivery is about, for the audit trail.
+pub fn branch_of(forge: Forge, event: &str, payload: &Value) -> Option<String> {
+    let at = match (forge, event) {
+        (Forge::GitHub, "pull_request") => "/pull_request/head/ref",
+        (Forge::GitLab, "Merge Request Hook") => "/object_attributes/source_branch",
+        (Forge::GitHub, "push") | (Forge::GitLab, "Push Hook") => "/ref",
+        _ => return None,
+    };
+    let v = payload.pointer(at)?.as_str()?;
+    Some(v.strip_prefix("refs/heads/").unwrap_or(v).to_string())
+}
+
 /// Reads a delivery (`event` is the `X-GitHub-Event` / `X-Gitlab-Event` header).
 pub fn interpret(forge: Forge, cfg: &HookConfig, event: &str, payload: &Value) -> Event {
     let s = |p: &str| {

@@ -113,6 +113,8 @@ pub struct Store {
     /// The id of every env whose state or events were just recorded by this process:
     /// waiters wake on it instead of polling.
     changed: tokio::sync::broadcast::Sender<String>,
+    /// Image pulls as they progress (never stored; see `images.rs`).
+    pulls: tokio::sync::broadcast::Sender<PullProgress>,
 }
 
 pub fn now_ms() -> i64 {
@@ -167,13 +169,15 @@ impl Store {
             sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         }
         let (changed, _) = tokio::sync::broadcast::channel(1024);
+        let (pulls, _) = tokio::sync::broadcast::channel(256);
         if postgres {
-            tokio::spawn(listen(url.clone(), changed.clone()));
+            tokio::spawn(listen(url.clone(), changed.clone(), pulls.clone()));
         }
         Ok(Store {
             pool,
             postgres,
             changed,
+            pulls,
         })
     }
 
@@ -710,14 +714,25 @@ impl Store {
 /// The PostgreSQL channel on which every instance announces the envs it recorded.
 const CHANNEL: &str = "envd_changes";
 
-/// Relays the store's notifications into `tx`; reconnects when the database goes away.
-async fn listen(url: String, tx: tokio::sync::broadcast::Sender<String>) {
+/// Relays the store's notifications into `tx` (and pull progress into `pulls`);
+/// reconnects when the database goes away.
+async fn listen(
+    url: String,
+    tx: tokio::sync::broadcast::Sender<String>,
+    pulls: tokio::sync::broadcast::Sender<PullProgress>,
+) {
     loop {
         if let Ok(mut l) = sqlx::postgres::PgListener::connect(&url).await
-            && l.listen(CHANNEL).await.is_ok()
+            && l.listen_all([CHANNEL, images::PULLS_CHANNEL]).await.is_ok()
         {
             while let Ok(n) = l.recv().await {
-                let _ = tx.send(n.payload().to_string());
+                if n.channel() == images::PULLS_CHANNEL {
+                    if let Ok(p) = serde_json::from_str(n.payload()) {
+                        let _ = pulls.send(p);
+                    }
+                } else {
+                    let _ = tx.send(n.payload().to_string());
+                }
             }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -810,7 +825,7 @@ pub use audit::{AuditEntry, AuditFilter};
 pub use jobs::JobRun;
 pub use tokens::{NewToken, TokenRow};
 mod images;
-pub use images::UploadedImage;
+pub use images::{PullProgress, UploadedImage};
 
 #[cfg(test)]
 mod auth_tests;

@@ -8,7 +8,11 @@
 //!   `envd deploy` of a second tag (new version answers, Redis keeps its key, same IP)
 //!   and of a broken image (rolled back, the old version answers).
 //!
-//! Bridges envdt15a (10.213.150.0/24) and envdt15b (10.213.151.0/24).
+//! - the same over HTTPS (the registry serves a certificate of a CA made here): with the
+//!   CA configured the env is ready (its pull's progress pushed to the end), without it
+//!   the env fails naming the registry and the TLS cause; `insecure = true` gets through.
+//!
+//! Bridges envdt15a (10.213.150.0/24), envdt15b (10.213.151.0/24), envdt15b5 (10.213.185.0/24).
 
 #[macro_use]
 mod common;
@@ -119,14 +123,42 @@ impl Drop for Upstream {
     }
 }
 
+/// A test CA and a certificate it signed for 127.0.0.1 and localhost, in `dir`:
+/// `ca.pem`, `cert.pem`, `key.pem`.
+fn make_certs(dir: &std::path::Path) -> Result {
+    let ca_key = rcgen::KeyPair::generate()?;
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "envd test CA");
+    let ca_cert = ca.self_signed(&ca_key)?;
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate()?;
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".into()])?;
+    let cert = leaf.signed_by(&key, &issuer)?;
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem())?;
+    std::fs::write(dir.join("cert.pem"), cert.pem())?;
+    std::fs::write(dir.join("key.pem"), key.serialize_pem())?;
+    Ok(())
+}
+
 impl Upstream {
-    fn start() -> Result<Upstream> {
+    /// Over HTTPS when `tls` holds `cert.pem` and `key.pem` ([`make_certs`]).
+    fn start(tls: Option<&std::path::Path>) -> Result<Upstream> {
         let dir = tempfile::tempdir()?;
         let port = common::serve::free_port();
         let htpasswd = sh(Command::new("htpasswd").args(["-Bbn", "alice", PASSWORD]))?;
         std::fs::write(dir.path().join("htpasswd"), htpasswd)?;
+        let tls = tls
+            .map(|c| {
+                format!(
+                    ", tls: {{certificate: {c}/cert.pem, key: {c}/key.pem}}",
+                    c = c.display()
+                )
+            })
+            .unwrap_or_default();
         let cfg = format!(
-            "version: 0.1\nlog: {{level: info}}\nstorage: {{filesystem: {{rootdirectory: {d}/data}}}}\nhttp: {{addr: 127.0.0.1:{port}}}\nauth: {{htpasswd: {{realm: test, path: {d}/htpasswd}}}}\n",
+            "version: 0.1\nlog: {{level: info}}\nstorage: {{filesystem: {{rootdirectory: {d}/data}}}}\nhttp: {{addr: 127.0.0.1:{port}{tls}}}\nauth: {{htpasswd: {{realm: test, path: {d}/htpasswd}}}}\n",
             d = dir.path().display()
         );
         std::fs::write(dir.path().join("config.yml"), cfg)?;
@@ -247,7 +279,7 @@ async fn registry_images_come_through_envds_cache_with_its_credentials() -> Resu
         unavailable!("{why}");
     }
     build(&format!("{WEB}:1"), "v1", false)?;
-    let up = Upstream::start()?;
+    let up = Upstream::start(None)?;
     up.push(&format!("{WEB}:1"), "lab/web:1")?;
     let tpl = template_dir("userapp", TEMPLATE);
     let (good, bad) = (up.host(), format!("localhost:{}", up.port));
@@ -262,6 +294,7 @@ async fn registry_images_come_through_envds_cache_with_its_credentials() -> Resu
                         url: Some(url.clone()),
                         username: Some("alice".into()),
                         password: Some(PASSWORD.into()),
+                        ..Default::default()
                     },
                 ),
                 // The same registry under another name, with a wrong password.
@@ -271,6 +304,7 @@ async fn registry_images_come_through_envds_cache_with_its_credentials() -> Resu
                         url: Some(url.clone()),
                         username: Some("alice".into()),
                         password: Some(format!("{PASSWORD}-wrong")),
+                        ..Default::default()
                     },
                 ),
             ]),
@@ -323,7 +357,25 @@ async fn registry_images_come_through_envds_cache_with_its_credentials() -> Resu
         "registry image: first env ready in {first:?}, second (from envd's cache) in {second:?}"
     );
 
-    let env = h.create_with(with_image(&format!("{bad}/lab/web:1"))).await;
+    let (env, error) = fails_naming(&h, &format!("{bad}/lab/web:1"), &bad).await;
+    assert!(error.contains("unauthorized"), "{error}");
+
+    for id in [&a.id, &b.id, &env.id] {
+        h.teardown(id).await;
+    }
+    h.assert_nothing_left(&a).await;
+    del_bridge("envdt15a");
+    let _ = Command::new("docker")
+        .args(["rmi", &format!("{WEB}:1")])
+        .output();
+    Ok(())
+}
+
+/// An env whose image must fail to come from `registry`: it fails naming the registry,
+/// and the registry's password is in neither its error nor its events. Returns the env
+/// and its error.
+async fn fails_naming(h: &Harness, image: &str, registry: &str) -> (envd::store::Env, String) {
+    let env = h.create_with(with_image(image)).await;
     let failed = h
         .wait(
             &env.id,
@@ -333,21 +385,106 @@ async fn registry_images_come_through_envds_cache_with_its_credentials() -> Resu
         .await;
     assert_eq!(failed.state, State::Failed);
     let error = failed.error.clone().unwrap_or_default();
-    assert!(error.contains(&format!("registry `{bad}`")), "{error}");
-    assert!(error.contains("unauthorized"), "{error}");
-    let everything = format!("{error}\n{}", events_text(&h, &env.id).await);
+    assert!(error.contains(&format!("registry `{registry}`")), "{error}");
+    let everything = format!("{error}\n{}", events_text(h, &env.id).await);
     assert!(
         !everything.contains(PASSWORD),
         "the password leaked: {everything}"
     );
+    (env, error)
+}
 
-    for id in [&a.id, &b.id, &env.id] {
+/// A lab registry over HTTPS with its own CA: trusted through `ca`, refused without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn https_registries_are_trusted_through_their_ca() -> Result {
+    if !common::engine_available().await {
+        return Ok(());
+    }
+    if let Some(why) = ready_missing() {
+        unavailable!("{why}");
+    }
+    build(&format!("{WEB}:tls"), "v1", false)?;
+    let certs = tempfile::tempdir()?;
+    make_certs(certs.path())?;
+    let up = Upstream::start(Some(certs.path()))?;
+    up.push(&format!("{WEB}:tls"), "lab/web:tls")?;
+    let tpl = template_dir("userapp", TEMPLATE);
+    // One registry under two names: its certificate holds both, only one has the CA.
+    let (trusted, untrusted) = (up.host(), format!("localhost:{}", up.port));
+    let config = |url: String, ca: Option<std::path::PathBuf>| UpstreamConfig {
+        url: Some(url),
+        username: Some("alice".into()),
+        password: Some(PASSWORD.into()),
+        ca,
+        insecure: false,
+    };
+    let h = harness_with(185, Some(tpl.path().to_path_buf()), |cfg| {
+        own_bridge(cfg, "envdt15b5", "10.213.185.0/24");
+        cfg.registry.registries = BTreeMap::from([
+            (
+                trusted.clone(),
+                config(
+                    format!("https://{trusted}"),
+                    Some(certs.path().join("ca.pem")),
+                ),
+            ),
+            (
+                untrusted.clone(),
+                config(format!("https://{untrusted}"), None),
+            ),
+            // A third name for it: no CA, but told to accept any certificate.
+            (
+                "insecure.lab".into(),
+                UpstreamConfig {
+                    insecure: true,
+                    ..config(format!("https://{untrusted}"), None)
+                },
+            ),
+        ]);
+    })
+    .await
+    .expect("engine available");
+
+    let mut pulls = h.engine.store.subscribe_pulls();
+    let t = Instant::now();
+    let (a, _ga) = h
+        .ready_with(with_image(&format!("{trusted}/lab/web:tls")))
+        .await;
+    eprintln!("HTTPS registry image: env ready in {:?}", t.elapsed());
+    assert_eq!(answer(a.node_ip.as_deref().unwrap()).await, "v1 hello");
+    // The node's pull was pushed as it went, ending with every layer in.
+    let mut last = None;
+    while let Ok(p) = pulls.try_recv() {
+        last = Some(p);
+    }
+    let last = last.expect("pull progress pushed");
+    assert!(last.finished && last.layers_done == last.layers, "{last:?}");
+    assert!(last.total > 0 && last.done == last.total, "{last:?}");
+
+    // `insecure = true`: the same registry's manifest through envd's cache, no CA.
+    let url = format!(
+        "http://{}:{}/v2/insecure.lab/lab/web/manifests/tls",
+        h.engine.cfg.gateway, h.engine.cfg.registry.port
+    );
+    let r = reqwest::Client::new()
+        .get(&url)
+        .header("accept", envd::engine::registry::upstream::MANIFEST_TYPES)
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+
+    let (env, error) = fails_naming(&h, &format!("{untrusted}/lab/web:tls"), &untrusted).await;
+    eprintln!("without the CA: {error}");
+    assert!(error.contains("TLS: certificate not trusted"), "{error}");
+    assert!(error.contains(".ca"), "says what to set: {error}");
+
+    for id in [&a.id, &env.id] {
         h.teardown(id).await;
     }
     h.assert_nothing_left(&a).await;
-    del_bridge("envdt15a");
+    del_bridge("envdt15b5");
     let _ = Command::new("docker")
-        .args(["rmi", &format!("{WEB}:1")])
+        .args(["rmi", &format!("{WEB}:tls")])
         .output();
     Ok(())
 }

@@ -1,12 +1,14 @@
 //! `POST /v1/hooks/github` and `/v1/hooks/gitlab`: the forges' deliveries, authenticated
 //! by the hook's secret instead of a token (a bad or missing signature is 401 and does
-//! nothing); see `crate::hooks` for what each event does.
+//! nothing); see `crate::hooks` for what each event does. Every delivery is in the audit
+//! trail: which hook, the event and branch, what was done and the status (never the
+//! secret, the signature or the body).
 
 use std::collections::BTreeMap;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -41,10 +43,11 @@ pub struct HookOutcome {
     (status = 409, body = super::Problem, description = "the branch's env is not ready for a deploy")))]
 pub async fn github(
     State(s): State<AppState>,
+    client: Option<axum::Extension<ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    deliver(&s, Forge::GitHub, &headers, &body).await
+    audited(&s, Forge::GitHub, client, &headers, &body).await
 }
 
 /// A GitLab delivery (`Merge Request Hook`, `Push Hook`; others are ignored), with the
@@ -56,14 +59,82 @@ pub async fn github(
     (status = 409, body = super::Problem, description = "the branch's env is not ready for a deploy")))]
 pub async fn gitlab(
     State(s): State<AppState>,
+    client: Option<axum::Extension<ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    deliver(&s, Forge::GitLab, &headers, &body).await
+    audited(&s, Forge::GitLab, client, &headers, &body).await
 }
 
 fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// A delivery, then its line in the audit trail (who: the hook; what: event, branch,
+/// action, env; the status answered).
+async fn audited(
+    s: &AppState,
+    forge: Forge,
+    client: Option<axum::Extension<ConnectInfo<std::net::SocketAddr>>>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> ApiResult<Response> {
+    let (name, event_header) = match forge {
+        Forge::GitHub => ("github", "x-github-event"),
+        Forge::GitLab => ("gitlab", "x-gitlab-event"),
+    };
+    let mut audit = Audit {
+        // Unverified yet: kept short.
+        event: header(headers, event_header)
+            .unwrap_or_default()
+            .chars()
+            .take(64)
+            .collect(),
+        branch: None,
+        action: "refused".into(),
+    };
+    let result = deliver(s, forge, headers, body, &mut audit).await;
+    let (status, what) = match &result {
+        Ok(r) => (r.status(), audit.action.clone()),
+        Err(e) => (e.0, format!("{}: {}", audit.action, e.1)), // the title, never a body
+    };
+    let branch = audit
+        .branch
+        .map(|b| format!(" branch `{b}`"))
+        .unwrap_or_default();
+    let route = format!("/v1/hooks/{name}");
+    let entry = crate::store::AuditEntry {
+        id: 0,
+        at: crate::store::now_ms(),
+        actor: format!("hook:{name}"),
+        owner: hook_config(s, forge).map(|c| c.owner.clone().unwrap_or_else(|| "ci".into())),
+        role: None,
+        method: "POST".into(),
+        route: route.clone(),
+        target: route,
+        subject: Some(format!("{}{branch}: {what}", audit.event)),
+        status: i64::from(status.as_u16()),
+        client: client.map_or("unknown".into(), |c| c.0.0.to_string()),
+    };
+    if let Err(e) = s.engine.store.record_audit(&entry).await {
+        tracing::error!("recording the audit entry of a {name} delivery: {e}");
+    }
+    result
+}
+
+fn hook_config(s: &AppState, forge: Forge) -> Option<&crate::hooks::HookConfig> {
+    match forge {
+        Forge::GitHub => s.engine.cfg.hooks.github.as_ref(),
+        Forge::GitLab => s.engine.cfg.hooks.gitlab.as_ref(),
+    }
+}
+
+/// What the audit says of a delivery, filled in as it is handled.
+struct Audit {
+    event: String,
+    branch: Option<String>,
+    /// `refused` (bad signature), `ignored`, `teardown env <id>`, `deploy …`.
+    action: String,
 }
 
 async fn deliver(
@@ -71,21 +142,21 @@ async fn deliver(
     forge: Forge,
     headers: &HeaderMap,
     body: &[u8],
+    audit: &mut Audit,
 ) -> ApiResult<Response> {
-    let (cfg, sig, event, name) = match forge {
+    let (sig, event, name) = match forge {
         Forge::GitHub => (
-            s.engine.cfg.hooks.github.as_ref(),
             header(headers, "x-hub-signature-256"),
             header(headers, "x-github-event"),
             "github",
         ),
         Forge::GitLab => (
-            s.engine.cfg.hooks.gitlab.as_ref(),
             header(headers, "x-gitlab-token"),
             header(headers, "x-gitlab-event"),
             "gitlab",
         ),
     };
+    let cfg = hook_config(s, forge);
     let Some(cfg) = cfg.filter(|c| hooks::verify(forge, &c.secret, sig, body)) else {
         return Err(ApiError(
             StatusCode::UNAUTHORIZED,
@@ -99,7 +170,13 @@ async fn deliver(
     let payload: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| Error::invalid("request", "body", format!("not a JSON delivery: {e}")))?;
     let owner = cfg.owner.clone().unwrap_or_else(|| "ci".into());
-    let outcome = |status, action: &str, env: Option<String>, detail: String| {
+    audit.branch = hooks::branch_of(forge, event.unwrap_or_default(), &payload);
+    audit.action = "failed".into();
+    let mut outcome = |status, action: &str, env: Option<String>, detail: String| {
+        audit.action = match &env {
+            Some(id) => format!("{action} env {id} ({detail})"),
+            None => format!("{action} ({detail})"),
+        };
         let o = HookOutcome {
             action: action.into(),
             env,

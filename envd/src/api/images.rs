@@ -60,9 +60,7 @@ impl Drop for Incoming {
     (status = 422, body = super::Problem, description = "not a `docker save` archive, or an image without a valid name")))]
 pub async fn push(State(s): State<AppState>, caller: Caller, body: Body) -> ApiResult<Response> {
     let reg = &s.engine.registry;
-    let used = u64::try_from(s.engine.store.image_bytes(&caller.owner).await?).unwrap_or(0);
-    let room = reg.cfg.quota.saturating_sub(used);
-    let cap = reg.cfg.max_upload.min(room);
+    let cap = reg.cfg.max_upload;
     let (tmp, file) = reg.blobs.temp()?;
     let incoming = Incoming(tmp);
     let mut file = tokio::fs::File::from_std(file);
@@ -73,17 +71,9 @@ pub async fn push(State(s): State<AppState>, caller: Caller, body: Body) -> ApiR
             .map_err(|e| Error::invalid("request", "body", format!("reading the upload: {e}")))?;
         n += chunk.len() as u64;
         if n > cap {
-            return Err(too_big(if cap == room && room < reg.cfg.max_upload {
-                format!(
-                    "the images of owner `{}` would pass their quota: {used} bytes stored, {} allowed; remove some (envd images rm)",
-                    caller.owner, reg.cfg.quota
-                )
-            } else {
-                format!(
-                    "the upload is over the cap of {} bytes (registry.max_upload in envd's config)",
-                    reg.cfg.max_upload
-                )
-            }));
+            return Err(too_big(format!(
+                "the upload is over the cap of {cap} bytes (registry.max_upload in envd's config)"
+            )));
         }
         file.write_all(&chunk)
             .await
@@ -91,10 +81,40 @@ pub async fn push(State(s): State<AppState>, caller: Caller, body: Body) -> ApiR
     }
     file.flush().await.io_ctx(|| "writing the upload".into())?;
     drop(file);
-    let (path, blobs) = (incoming.0.clone(), reg.blobs.clone());
-    let saved = tokio::task::spawn_blocking(move || registry::save::import(&path, &blobs))
-        .await
-        .map_err(|e| Error::step("images", format!("reading the archive: {e}")))??;
+    let (out, replaced) = {
+        // Until the uploads are recorded, no cleanup may take their blobs.
+        let pushing = reg.gc.read().await;
+        let (path, blobs) = (incoming.0.clone(), reg.blobs.clone());
+        let saved = tokio::task::spawn_blocking(move || registry::save::import(&path, &blobs))
+            .await
+            .map_err(|e| Error::step("images", format!("reading the archive: {e}")))??;
+        let checked = match names_of(&saved) {
+            Ok(named) => within_quota(&s, &caller.owner, &named)
+                .await
+                .map(|()| named),
+            Err(e) => Err(e.into()),
+        };
+        let named = match checked {
+            Ok(named) => named,
+            Err(e) => {
+                // Refused: what the archive brought goes unless an upload already had it.
+                drop(pushing);
+                collect_garbage(&s, saved.into_iter().map(|i| i.manifest).collect()).await?;
+                return Err(e);
+            }
+        };
+        let recorded = record(&s, &caller.owner, named).await?;
+        drop(pushing);
+        recorded
+    };
+    if !replaced.is_empty() {
+        collect_garbage(&s, replaced).await?;
+    }
+    Ok((StatusCode::CREATED, Json(out)).into_response())
+}
+
+/// Each image of the archive under each of its names: (reference, manifest, bytes).
+fn names_of(saved: &[registry::save::Saved]) -> Result<Vec<(String, String, u64)>, Error> {
     let mut out = vec![];
     for img in saved {
         if img.tags.is_empty() {
@@ -102,8 +122,7 @@ pub async fn push(State(s): State<AppState>, caller: Caller, body: Body) -> ApiR
                 "request",
                 "body",
                 "an image in the archive has no name: save it by name (docker save shop:x), not by id",
-            )
-            .into());
+            ));
         }
         for tag in &img.tags {
             let reference = ImageRef::parse(tag)
@@ -115,23 +134,90 @@ pub async fn push(State(s): State<AppState>, caller: Caller, body: Body) -> ApiR
                     )
                 })?
                 .canonical();
-            let key = registry::new_key();
-            reg.publish(&key, &img.manifest)?;
-            let bytes = i64::try_from(img.bytes).unwrap_or(i64::MAX);
-            if let Some(old) = s
-                .engine
-                .store
-                .put_image(&key, &caller.owner, &reference, &img.manifest, bytes)
-                .await?
-            {
-                reg.unpublish(&old);
-            }
-            if let Some(row) = s.engine.store.image(&key).await? {
-                out.push(row);
-            }
+            out.push((reference, img.manifest.clone(), img.bytes));
         }
     }
-    Ok((StatusCode::CREATED, Json(out)).into_response())
+    Ok(out)
+}
+
+/// Whether the owner's uploads stay within the quota once these are in (replacing the
+/// owner's uploads of the same names): the bytes of distinct blobs, a shared layer once.
+async fn within_quota(
+    s: &AppState,
+    owner: &str,
+    named: &[(String, String, u64)],
+) -> Result<(), ApiError> {
+    let reg = &s.engine.registry;
+    let mut manifests: Vec<String> = s
+        .engine
+        .store
+        .images(Some(owner))
+        .await?
+        .into_iter()
+        .filter(|i| !named.iter().any(|(r, _, _)| *r == i.reference))
+        .map(|i| i.digest)
+        .collect();
+    let before = reg.distinct_bytes(&manifests);
+    manifests.extend(named.iter().map(|(_, m, _)| m.clone()));
+    let after = reg.distinct_bytes(&manifests);
+    if after > reg.cfg.quota {
+        return Err(too_big(format!(
+            "the images of owner `{owner}` would pass their quota: {after} bytes with this push ({before} stored; layers shared between images count once), {} allowed; remove some (envd images rm)",
+            reg.cfg.quota
+        )));
+    }
+    Ok(())
+}
+
+/// Publishes and records the uploads; returns their rows and the manifests of the
+/// uploads they replaced (no longer served).
+async fn record(
+    s: &AppState,
+    owner: &str,
+    named: Vec<(String, String, u64)>,
+) -> Result<(Vec<UploadedImage>, Vec<String>), ApiError> {
+    let reg = &s.engine.registry;
+    let (mut out, mut replaced) = (vec![], vec![]);
+    for (reference, manifest, bytes) in named {
+        let key = registry::new_key();
+        reg.publish(&key, &manifest)?;
+        let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+        let before = s.engine.store.image_by_ref(owner, &reference).await?;
+        if let Some(old) = s
+            .engine
+            .store
+            .put_image(&key, owner, &reference, &manifest, bytes)
+            .await?
+        {
+            reg.unpublish(&old);
+            replaced.extend(before.map(|b| b.digest));
+        }
+        if let Some(row) = s.engine.store.image(&key).await? {
+            out.push(row);
+        }
+    }
+    Ok((out, replaced))
+}
+
+/// After uploads were removed or replaced: deletes the blobs nothing names any more
+/// (another upload of any owner, a cached registry tag). Best effort: a failure leaves
+/// files, never a broken upload.
+async fn collect_garbage(s: &AppState, gone: Vec<String>) -> Result<(), Error> {
+    let reg = &s.engine.registry;
+    let _alone = reg.gc.write().await;
+    let keep = s
+        .engine
+        .store
+        .images(None)
+        .await?
+        .into_iter()
+        .map(|i| i.digest)
+        .collect();
+    match reg.collect(gone, keep).await {
+        Ok(n) => tracing::info!("removed {n} image blobs no upload names any more"),
+        Err(e) => tracing::warn!("removing unused image blobs: {e}"),
+    }
+    Ok(())
 }
 
 /// `envd images ls`: the caller's uploads; an admin's lists every owner's.
@@ -143,7 +229,8 @@ pub async fn list(
     Ok(Json(s.engine.store.images(caller.scope()).await?))
 }
 
-/// `envd images rm`: envs created later can no longer name it (running ones keep it).
+/// `envd images rm`: envs created later can no longer name it (running ones keep it);
+/// its blobs that no other upload names are deleted.
 #[utoipa::path(delete, path = "/v1/images/{id}", params(("id" = String, Path)),
     responses((status = 204, description = "removed"), (status = 404, body = super::Problem)))]
 pub async fn remove(
@@ -156,6 +243,7 @@ pub async fn remove(
         Some(img) if caller.scope().is_none_or(|o| o == img.owner) => {
             s.engine.store.delete_image(&id).await?;
             s.engine.registry.unpublish(&id);
+            collect_garbage(&s, vec![img.digest]).await?;
             Ok(StatusCode::NO_CONTENT)
         }
         _ => Err(Error::NotFound(format!(

@@ -30,6 +30,10 @@ struct App {
 }
 
 async fn app() -> App {
+    app_with(|_| {}).await
+}
+
+async fn app_with(tune: impl FnOnce(&mut EngineConfig)) -> App {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&format!(
         "sqlite://{}",
@@ -55,6 +59,7 @@ async fn app() -> App {
         github: Some(hook.clone()),
         gitlab: Some(hook),
     };
+    tune(&mut cfg);
     let driver = Arc::new(FakeDriver::new());
     let engine = Engine::with_driver(store, cfg, driver.clone()).unwrap();
     let state = AppState {
@@ -349,4 +354,245 @@ async fn a_closed_pr_tears_down_the_branch_env_and_a_push_redeploys_it() {
         (StatusCode::OK, Some("ignored")),
         "{v}"
     );
+    // Each delivery is in the audit trail: the hook, the event and branch, what it did.
+    let audit = app
+        .engine
+        .store
+        .audit(&crate::store::AuditFilter {
+            limit: 20,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let hooks: Vec<String> = audit
+        .iter()
+        .filter(|a| a.actor.starts_with("hook:"))
+        .map(|a| {
+            format!(
+                "{} {} {}",
+                a.actor,
+                a.status,
+                a.subject.clone().unwrap_or_default()
+            )
+        })
+        .collect();
+    assert_eq!(hooks.len(), 4, "{hooks:#?}");
+    let teardown = format!("teardown env {}", env.id);
+    assert!(
+        hooks.iter().any(
+            |h| h.starts_with("hook:github 202 pull_request branch `feature/cart`")
+                && h.contains(&teardown)
+        ),
+        "{hooks:#?}"
+    );
+    assert!(
+        hooks
+            .iter()
+            .any(|h| h.starts_with("hook:gitlab 202 Push Hook branch `feature/cart`: deploy")),
+        "{hooks:#?}"
+    );
+    let all = format!("{hooks:?}");
+    assert!(!all.contains(SECRET) && !all.contains("sha256="), "{all}");
+}
+
+#[tokio::test]
+async fn a_refused_delivery_is_audited_without_its_signature() {
+    let app = app().await;
+    let body = fixture("github-pr-closed.json");
+    let (status, _, _) = send(
+        &app,
+        "POST",
+        "/v1/hooks/github",
+        &[
+            ("x-github-event", "pull_request"),
+            ("x-hub-signature-256", "sha256=00ff"),
+        ],
+        body,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let audit = app
+        .engine
+        .store
+        .audit(&crate::store::AuditFilter {
+            limit: 5,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let a = audit.iter().find(|a| a.actor == "hook:github").unwrap();
+    assert_eq!(a.status, 401);
+    let subject = a.subject.clone().unwrap_or_default();
+    assert!(subject.starts_with("pull_request: refused"), "{subject}");
+    assert!(!subject.contains("00ff"), "{subject}");
+}
+
+/// A `docker save` archive: per image its names and layers (`(config, layers)` made up).
+fn save_archive(images: &[(&str, &[&[u8]])]) -> Vec<u8> {
+    use sha2::Digest;
+    let mut b = tar::Builder::new(vec![]);
+    let mut add = |name: &str, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, data).unwrap();
+    };
+    let mut manifest = vec![];
+    for (tag, layers) in images {
+        let mut paths = vec![];
+        for l in *layers {
+            let p = format!("{}/layer.tar", hex::encode(sha2::Sha256::digest(l)));
+            add(&p, l);
+            paths.push(p);
+        }
+        let cfg = format!("{}.json", hex::encode(sha2::Sha256::digest(tag.as_bytes())));
+        add(&cfg, format!(r#"{{"image":"{tag}"}}"#).as_bytes());
+        manifest.push(json!({"Config": cfg, "RepoTags": [tag], "Layers": paths}));
+    }
+    add("manifest.json", &serde_json::to_vec(&manifest).unwrap());
+    b.into_inner().unwrap()
+}
+
+fn blob_path(app: &App, data: &[u8]) -> std::path::PathBuf {
+    use sha2::Digest;
+    let d = format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)));
+    app.engine.registry.blobs.path(&d).unwrap()
+}
+
+#[tokio::test]
+async fn shared_layers_count_once_and_removed_uploads_free_their_blobs() {
+    let base = vec![7u8; 4000];
+    let (a1, b1, c1) = (vec![1u8; 100], vec![2u8; 100], vec![3u8; 2000]);
+    // Room for the base once and both small layers, not for the base twice.
+    let app = app_with(|cfg| cfg.registry.quota = 4500).await;
+    let archive = save_archive(&[("shop:a", &[&base, &a1]), ("shop:b", &[&base, &b1])]);
+    let (status, v, _) = send(&app, "POST", "/v1/images", &[], archive).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let ids: BTreeMap<String, String> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["ref"].as_str().unwrap().to_string(),
+                i["id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+
+    // A third image's new layer would pass the quota: refused, its blob not kept.
+    let archive = save_archive(&[("shop:c", &[&base, &c1])]);
+    let (status, v, _) = send(&app, "POST", "/v1/images", &[], archive).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("quota"), "{v}");
+    assert!(
+        !blob_path(&app, &c1).exists(),
+        "a refused push's blob is removed"
+    );
+    assert!(blob_path(&app, &base).exists());
+
+    let (status, _, _) = send(
+        &app,
+        "DELETE",
+        &format!("/v1/images/{}", ids["shop:a"]),
+        &[],
+        vec![],
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert!(!blob_path(&app, &a1).exists(), "only shop:a held it");
+    assert!(
+        blob_path(&app, &base).exists(),
+        "shop:b still holds the base"
+    );
+    assert!(blob_path(&app, &b1).exists());
+
+    let (status, _, _) = send(
+        &app,
+        "DELETE",
+        &format!("/v1/images/{}", ids["shop:b"]),
+        &[],
+        vec![],
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    for l in [&base, &b1] {
+        assert!(!blob_path(&app, l).exists());
+    }
+    let left: Vec<_> = std::fs::read_dir(app.engine.cfg.data_dir.join("registry/blobs/sha256"))
+        .unwrap()
+        .collect();
+    assert!(left.is_empty(), "configs and manifests go too: {left:?}");
+}
+
+#[tokio::test]
+async fn a_pull_in_the_node_is_pushed_to_watchers_as_it_goes() {
+    use crate::engine::registry::progress::{LayerPhase, LayerUpdate};
+    let app = app().await;
+    let up = |layer: &str, phase, current, total| LayerUpdate {
+        layer: layer.into(),
+        phase,
+        current,
+        total,
+    };
+    app.driver.script_pull(
+        "registry.lab/cache:9",
+        vec![
+            up("base", LayerPhase::Present, 0, 0),
+            up("new", LayerPhase::Downloading, 120, 391),
+            up("new", LayerPhase::Done, 0, 0),
+        ],
+    );
+    let mut pulls = app.engine.store.subscribe_pulls();
+    let env = ready_env(&app, json!({"redis": "registry.lab/cache:9"})).await;
+    let mut seen = vec![];
+    while let Ok(p) = pulls.try_recv() {
+        seen.push(p);
+    }
+    let last = seen.last().expect("progress pushed");
+    assert_eq!(
+        (last.env_id.as_str(), last.pod.as_str(), last.image.as_str()),
+        (env.id.as_str(), "redis", "registry.lab/cache:9")
+    );
+    assert!(last.finished);
+    assert_eq!(
+        (last.done, last.total, last.layers_done, last.layers),
+        (391, 391, 2, 2)
+    );
+
+    // A watcher of the env's events stream gets pulls as `progress` messages.
+    let req = Request::builder()
+        .uri(format!("/v1/envs/{}/events", env.id))
+        .header("accept", "text/event-stream")
+        .body(Body::empty())
+        .unwrap();
+    let resp = app.router.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    let mut p = last.clone();
+    p.done = 120;
+    p.finished = false;
+    let store = app.engine.store.clone();
+    let pushing = tokio::spawn(async move {
+        loop {
+            store.push_pull(&p).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let mut seen = String::new();
+    let t = Instant::now();
+    while !seen.contains("event: progress") {
+        assert!(t.elapsed() < Duration::from_secs(20), "no progress: {seen}");
+        use http_body_util::BodyExt;
+        let Some(Ok(frame)) = body.frame().await else {
+            panic!("the stream ended: {seen}");
+        };
+        if let Some(d) = frame.data_ref() {
+            seen.push_str(&String::from_utf8_lossy(d));
+        }
+    }
+    pushing.abort();
+    let block = &seen[seen.find("event: progress").unwrap()..];
+    assert!(block.contains(r#""done":120"#), "{block}");
 }

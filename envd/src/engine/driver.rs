@@ -163,4 +163,7 @@ pub trait NodeDriver: Send + Sync {
     /// Removes an object listed by [`NodeDriver::host_objects`] or
     /// [`NodeDriver::node_objects`]; "not found" is success.
     async fn remove_object(&self, obj: &HostObject) -> Result<()>;
+    /// Where to report image pulls as they progress (the engine hands it over once, at
+    /// start); a driver that reaches the engine itself may ignore it.
+    fn report_pulls(&self, _feed: crate::engine::registry::progress::PullFeed) {}
 }

@@ -198,7 +198,11 @@ impl Engine {
             context: format!("creating {}", cfg.data_dir.join("logs").display()),
             source,
         })?;
-        Ok(Arc::new_cyclic(|weak| Engine {
+        let registry = Arc::new(registry::Registry::new(
+            cfg.registry.clone(),
+            &cfg.data_dir,
+        )?);
+        let engine = Arc::new_cyclic(|weak| Engine {
             store,
             driver: driver(weak.clone()),
             pool,
@@ -206,9 +210,12 @@ impl Engine {
             loops: Mutex::new(HashMap::new()),
             instance: format!("{}:{}", runner_name(), uuid::Uuid::now_v7()),
             runner: runner_name(),
-            registry: Arc::new(registry::Registry::new(cfg.registry.clone(), &cfg.data_dir)),
+            registry,
             cfg,
-        }))
+        });
+        let feed = registry::progress::PullFeed::new(engine.store.clone());
+        engine.driver.report_pulls(feed);
+        Ok(engine)
     }
 
     pub fn driver(&self) -> &Arc<dyn NodeDriver> {

@@ -12,6 +12,9 @@
 //! registry per process, and gzips what it stores; see docs/images.md.
 
 mod blobs;
+mod flights;
+mod gc;
+pub mod progress;
 pub mod reference;
 pub mod save;
 mod serve;
@@ -65,24 +68,36 @@ pub struct Registry {
     /// The last failure of each `host/path:reference`, for a pull's error message.
     failures: Mutex<HashMap<String, Cause>>,
     listening: tokio::sync::OnceCell<SocketAddr>,
+    /// One upstream fetch per blob at a time.
+    pub flights: flights::Flights,
+    /// Pushes hold it shared while their blobs are not yet recorded by an upload; the
+    /// blob cleanup holds it alone, so it never deletes a blob a push is about to claim.
+    pub gc: tokio::sync::RwLock<()>,
 }
 
 impl Registry {
-    pub fn new(cfg: RegistryConfig, data_dir: &Path) -> Registry {
+    /// Reads each registry's CA (a bad one is a config error naming its key).
+    pub fn new(cfg: RegistryConfig, data_dir: &Path) -> Result<Registry> {
         let root = data_dir.join("registry");
-        let upstreams = cfg
-            .registries
-            .iter()
-            .map(|(h, c)| (reference::host_component(h), Upstream::new(h, c.clone())))
-            .collect();
-        Registry {
+        let mut upstreams = BTreeMap::new();
+        for (h, c) in &cfg.registries {
+            if c.insecure {
+                tracing::warn!(
+                    "registry {h}: insecure = true, its TLS certificate is not verified (a lab registry only)"
+                );
+            }
+            upstreams.insert(reference::host_component(h), Upstream::new(h, c.clone())?);
+        }
+        Ok(Registry {
             blobs: Blobs::new(&root),
             root,
             upstreams,
             cfg,
             failures: Mutex::new(HashMap::new()),
             listening: tokio::sync::OnceCell::new(),
-        }
+            flights: flights::Flights::default(),
+            gc: tokio::sync::RwLock::new(()),
+        })
     }
 
     /// Whether a template may name images of this registry host.

@@ -11,6 +11,7 @@ use futures_util::StreamExt;
 
 use super::Engine;
 use super::node::Node;
+use super::registry::progress::{LayerPhase, LayerUpdate, PullFeed, Sums};
 use super::registry::{Cause, ImageRef, reference::host_component};
 use crate::error::{Error, Result};
 use crate::lifecycle::{EventKind, EventStep};
@@ -97,6 +98,15 @@ pub(super) async fn ensure_image(
         .await
         .map_err(|e| Error::step("pods", format!("image `{image}`: {e}")))?;
     let (repo, reference) = source.pull_name(&r);
+    engine
+        .store
+        .event(
+            &env.id,
+            EventStep::pod(EventKind::Pods, pod),
+            &format!("pulling image {image} from {}", source.registry()),
+            None,
+        )
+        .await?;
     // Best effort: without the hints the node downloads layers it already has too.
     let layers = layer_hints(addr, &repo, &reference).await;
     let root = node.data_root.clone();
@@ -113,13 +123,22 @@ pub(super) async fn ensure_image(
             .build()
     };
     let mut pull = inner.create_image(Some(opts), None, None);
+    let mut report = PullFeed::new(engine.store.clone()).reporter(&env.id, pod, image);
     let mut failed = None;
     while let Some(item) = pull.next().await {
-        if let Err(e) = item {
-            failed = Some(e.to_string());
-            break;
+        match item {
+            Ok(info) => {
+                if let Some(u) = layer_update(&info) {
+                    report.layer(&u).await;
+                }
+            }
+            Err(e) => {
+                failed = Some(e.to_string());
+                break;
+            }
         }
     }
+    let sums = report.finish().await;
     if let Some(docker_said) = failed {
         let cause = match engine.registry.failure(&r) {
             Some(c) => c.to_string(),
@@ -159,9 +178,10 @@ pub(super) async fn ensure_image(
         })?;
     }
     let msg = format!(
-        "image {image} pulled from {} in {:.1} s",
+        "image {image} pulled from {} in {:.1} s ({})",
         source.registry(),
-        t.elapsed().as_secs_f64()
+        t.elapsed().as_secs_f64(),
+        fetched(&sums)
     );
     engine
         .store
@@ -176,6 +196,32 @@ pub(super) async fn ensure_image(
         pulled
     } else {
         image.to_string()
+    })
+}
+
+/// What a pull brought: `2 new layers, 391.2 MB` (the size when the engine said it).
+fn fetched(s: &Sums) -> String {
+    let layers = match s.fetched {
+        1 => "1 new layer".to_string(),
+        n => format!("{n} new layers"),
+    };
+    match s.total {
+        0 => layers,
+        b @ 1..1_000_000 => format!("{layers}, {} kB", b.div_ceil(1000)),
+        b => format!("{layers}, {:.1} MB", b as f64 / 1e6),
+    }
+}
+
+/// A layer's line of the node engine's pull stream, if it is one.
+fn layer_update(info: &bollard::models::CreateImageInfo) -> Option<LayerUpdate> {
+    let phase = LayerPhase::from_docker(info.status.as_deref()?)?;
+    let detail = info.progress_detail.as_ref();
+    let num = |v: Option<i64>| v.and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
+    Some(LayerUpdate {
+        layer: info.id.clone()?,
+        phase,
+        current: num(detail.and_then(|d| d.current)),
+        total: num(detail.and_then(|d| d.total)),
     })
 }
 

@@ -15,6 +15,7 @@ use super::{
     NodeDriver, NodeObs, ObjectKind, Observed, PAUSE, files_stamp,
 };
 use crate::engine::ExecRequest;
+use crate::engine::registry::progress::{LayerUpdate, PullFeed};
 use crate::error::{Error, Result};
 use crate::spec::{Container, Plan, Pod};
 use crate::store::Env;
@@ -53,6 +54,10 @@ struct Inner {
     /// Exit codes of commands run in containers (`pod/container`); default 0.
     exec_exits: HashMap<String, i64>,
     log: Vec<String>,
+    /// What a pull of an image (by name) says, layer by layer, when a pod needs it.
+    pulls: HashMap<String, Vec<LayerUpdate>>,
+    /// Where pulls are reported (the engine's feed).
+    feed: Option<PullFeed>,
 }
 
 pub struct FakeDriver {
@@ -132,6 +137,27 @@ impl FakeDriver {
     /// Makes `pod/container` exit with `code` whenever it starts (a one-shot job).
     pub fn set_exit(&self, pod: &str, container: &str, code: i64) {
         self.with(|i| i.exits.insert(format!("{pod}/{container}"), code));
+    }
+
+    /// Makes every pod using `image` pull it first, its engine saying `updates`.
+    pub fn script_pull(&self, image: &str, updates: Vec<LayerUpdate>) {
+        self.with(|i| i.pulls.insert(image.to_string(), updates));
+    }
+
+    /// Reports the scripted pulls of the pod's images, as a node's engine would.
+    async fn pull_images(&self, env: &Env, pod: &Pod) {
+        for c in &pod.containers {
+            let (script, feed) = self.with(|i| (i.pulls.get(&c.image).cloned(), i.feed.clone()));
+            let (Some(script), Some(feed)) = (script, feed) else {
+                continue;
+            };
+            let mut report = feed.reporter(&env.id, &pod.name, &c.image);
+            for u in &script {
+                report.layer(u).await;
+            }
+            report.finish().await;
+            self.act(env, format!("pull {}", c.image));
+        }
     }
 
     /// Everything asked of the driver so far, `<short id> <action> [<what>]`.
@@ -271,6 +297,7 @@ impl NodeDriver for FakeDriver {
 
     async fn create_pod(&self, env: &Env, pod: &Pod, _once: bool) -> Result<()> {
         self.inner_up(env)?;
+        self.pull_images(env, pod).await;
         self.with(|i| {
             let e = i.envs.entry(env.id.clone()).or_default();
             let p = e.pods.entry(pod.name.clone()).or_default();
@@ -540,6 +567,10 @@ impl NodeDriver for FakeDriver {
                 .push(format!("remove {} {}", obj.kind.as_str(), obj.name))
         });
         Ok(())
+    }
+
+    fn report_pulls(&self, feed: PullFeed) {
+        self.with(|i| i.feed = Some(feed));
     }
 }
 

@@ -206,7 +206,11 @@ async fn blob(reg: &Registry, name: &str, digest: &str) -> Response {
             Ok(found) => found,
             Err(why) => return error(StatusCode::NOT_FOUND, "NAME_UNKNOWN", why),
         };
-        if let Err(c) = fetch_blob(reg, up, path, digest).await {
+        // Two nodes asking at once: the second waits here and finds the blob on disk.
+        let _flight = reg.flights.enter(digest).await;
+        if !reg.blobs.has(digest)
+            && let Err(c) = fetch_blob(reg, up, path, digest).await
+        {
             reg.fail(&up.host, path, digest, c.clone());
             return cause_response(&c);
         }
@@ -264,4 +268,89 @@ async fn serve_blob(reg: &Registry, digest: &str) -> Response {
         h.insert("docker-content-digest", v);
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::http::Request;
+    use sha2::{Digest, Sha256};
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::engine::registry::{RegistryConfig, UpstreamConfig};
+
+    /// A registry on loopback that counts blob fetches and answers each only once the
+    /// test lets it.
+    async fn slow_upstream(
+        blob: &'static [u8],
+    ) -> (String, Arc<AtomicUsize>, Arc<tokio::sync::Semaphore>) {
+        let count = Arc::new(AtomicUsize::new(0));
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let (c, g) = (Arc::clone(&count), Arc::clone(&gate));
+        let app = Router::new().route(
+            "/v2/{*rest}",
+            get(move || {
+                let (c, g) = (Arc::clone(&c), Arc::clone(&g));
+                async move {
+                    c.fetch_add(1, Ordering::SeqCst);
+                    let _ = g.acquire().await;
+                    blob
+                }
+            }),
+        );
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let host = l.local_addr().unwrap().to_string();
+        tokio::spawn(async move { axum::serve(l, app).await });
+        (host, count, gate)
+    }
+
+    #[tokio::test]
+    async fn two_nodes_asking_for_one_uncached_blob_fetch_it_once() {
+        const BLOB: &[u8] = b"a layer both nodes need";
+        let (host, count, gate) = slow_upstream(BLOB).await;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = RegistryConfig {
+            registries: BTreeMap::from([(
+                host.clone(),
+                UpstreamConfig {
+                    url: Some(format!("http://{host}")),
+                    ..Default::default()
+                },
+            )]),
+            ..Default::default()
+        };
+        let reg = Arc::new(Registry::new(cfg, dir.path()).unwrap());
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(BLOB)));
+        let uri = format!(
+            "/v2/{}/lab/web/blobs/{digest}",
+            crate::engine::registry::reference::host_component(&host)
+        );
+        let ask = || {
+            let (app, uri) = (router(Arc::clone(&reg)), uri.clone());
+            tokio::spawn(async move {
+                let r = app
+                    .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+                    .await
+                    .unwrap();
+                let status = r.status();
+                let body = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+                (status, body)
+            })
+        };
+        let (a, b) = (ask(), ask());
+        // Both asks are in: one fetching (held by the upstream), one waiting for it.
+        while reg.flights.waiting(&digest) < 2 {
+            tokio::task::yield_now().await;
+        }
+        gate.add_permits(10);
+        for got in [a.await.unwrap(), b.await.unwrap()] {
+            assert_eq!(got.0, StatusCode::OK);
+            assert_eq!(&got.1[..], BLOB);
+        }
+        assert_eq!(count.load(Ordering::SeqCst), 1, "fetched upstream once");
+        assert!(reg.blobs.has(&digest));
+    }
 }

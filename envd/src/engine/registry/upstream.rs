@@ -1,11 +1,14 @@
-//! A registry envd's cache pulls from: its address and credentials (from envd's config
-//! only), the Basic or Bearer-token handshake, and why a request failed, in words.
+//! A registry envd's cache pulls from: its address, credentials and TLS trust (from envd's
+//! config only), the Basic or Bearer-token handshake, and why a request failed, in words.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use reqwest::header::{ACCEPT, WWW_AUTHENTICATE};
 use reqwest::{Response, StatusCode};
 use serde::Deserialize;
+
+use crate::error::{Error, Result};
 
 /// What envd's config says of one registry host (`[registries."host"]`).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -15,6 +18,12 @@ pub struct UpstreamConfig {
     pub url: Option<String>,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// A PEM file with the CA(s) that sign the registry's certificate (a lab registry's
+    /// own CA), trusted besides the system's roots; read when envd starts.
+    pub ca: Option<PathBuf>,
+    /// Accept any certificate from this registry (a lab registry only; warned at start).
+    #[serde(default)]
+    pub insecure: bool,
 }
 
 /// Every manifest kind a node's engine can pull.
@@ -26,6 +35,11 @@ pub enum Cause {
     NotFound,
     Unauthorized,
     Unreachable(String),
+    /// The TLS handshake with `host` failed: `why` says how (never a credential).
+    Tls {
+        host: String,
+        why: String,
+    },
     Other(String),
 }
 
@@ -38,6 +52,10 @@ impl std::fmt::Display for Cause {
                 "unauthorized (the registry refused envd's credentials; check username/password of this registry in envd's config)"
             ),
             Cause::Unreachable(why) => write!(f, "unreachable ({why})"),
+            Cause::Tls { host, why } => write!(
+                f,
+                "TLS: {why} — set registry.registries.\"{host}\".ca in envd's config to the CA that signed it (or insecure = true for a lab registry)"
+            ),
             Cause::Other(why) => write!(f, "{why}"),
         }
     }
@@ -52,22 +70,59 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(host: &str, cfg: UpstreamConfig) -> Upstream {
+    /// The client of one configured registry; its CA file is read here, so a bad one is
+    /// a config error at start naming the key, not a failed pull later.
+    pub fn new(host: &str, cfg: UpstreamConfig) -> Result<Upstream> {
         let base = cfg
             .url
             .clone()
             .unwrap_or_else(|| format!("https://{host}"))
             .trim_end_matches('/')
             .to_string();
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
+        let key = |k: &str| format!("registry.registries.\"{host}\".{k}");
+        let mut http = reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
+        if let Some(path) = &cfg.ca {
+            let pem = std::fs::read(path).map_err(|e| {
+                Error::invalid(
+                    "config",
+                    key("ca"),
+                    format!("cannot read `{}`: {e}", path.display()),
+                )
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .ok()
+                .filter(|c| !c.is_empty())
+                .ok_or_else(|| {
+                    Error::invalid(
+                        "config",
+                        key("ca"),
+                        format!("`{}` holds no PEM certificate", path.display()),
+                    )
+                })?;
+            http = http.tls_certs_merge(certs);
+        }
+        if cfg.insecure {
+            http = http.tls_danger_accept_invalid_certs(true);
+        }
+        let http = http
             .build()
-            .unwrap_or_default();
-        Upstream {
+            .map_err(|e| Error::invalid("config", key("ca"), format!("TLS setup: {e}")))?;
+        Ok(Upstream {
             host: host.to_string(),
             base,
             cfg,
             http,
+        })
+    }
+
+    /// Why a request did not get an answer: a TLS failure named as such, else unreachable.
+    fn cause(&self, e: reqwest::Error) -> Cause {
+        match tls_failure(&e) {
+            Some(why) => Cause::Tls {
+                host: self.host.clone(),
+                why,
+            },
+            None => unreachable(e),
         }
     }
 
@@ -86,7 +141,7 @@ impl Upstream {
             }
             req.send()
         };
-        let r = send(None).await.map_err(unreachable)?;
+        let r = send(None).await.map_err(|e| self.cause(e))?;
         let r = if r.status() == StatusCode::UNAUTHORIZED {
             let challenge = r
                 .headers()
@@ -95,7 +150,7 @@ impl Upstream {
                 .unwrap_or_default()
                 .to_string();
             let auth = self.authorization(&challenge).await?;
-            send(Some(auth)).await.map_err(unreachable)?
+            send(Some(auth)).await.map_err(|e| self.cause(e))?
         } else {
             r
         };
@@ -149,7 +204,7 @@ impl Upstream {
             token: Option<String>,
             access_token: Option<String>,
         }
-        let r = req.send().await.map_err(unreachable)?;
+        let r = req.send().await.map_err(|e| self.cause(e))?;
         if !r.status().is_success() {
             return Err(Cause::Unauthorized);
         }
@@ -162,6 +217,44 @@ impl Upstream {
             .map(|t| format!("Bearer {t}"))
             .ok_or(Cause::Unauthorized)
     }
+}
+
+/// The rustls error in a request's error chain, in words.
+fn tls_failure(e: &reqwest::Error) -> Option<String> {
+    use rustls::CertificateError as C;
+    Some(match find_rustls(e, 0)? {
+        rustls::Error::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => {
+            "certificate not trusted".into()
+        }
+        rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
+            "certificate expired".into()
+        }
+        rustls::Error::InvalidCertificate(
+            C::NotValidForName | C::NotValidForNameContext { .. },
+        ) => "certificate not valid for this host name".into(),
+        rustls::Error::InvalidCertificate(other) => format!("certificate not accepted ({other})"),
+        other => format!("handshake failed ({other})"),
+    })
+}
+
+/// Walks an error chain for a rustls error. It comes up inside an `io::Error` (hyper-rustls
+/// wraps tokio-rustls's io error in another), whose `source()` skips its payload, so each
+/// io error's payload is looked into.
+fn find_rustls<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+    depth: u8,
+) -> Option<&'a rustls::Error> {
+    if depth > 16 {
+        return None;
+    }
+    if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+        return Some(tls);
+    }
+    let payload = err
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+        .and_then(|p| find_rustls(p, depth + 1));
+    payload.or_else(|| find_rustls(err.source()?, depth + 1))
 }
 
 fn unreachable(e: reqwest::Error) -> Cause {
@@ -202,6 +295,33 @@ fn challenge_params(s: &str) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bad_ca_file_is_a_config_error_naming_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let not_pem = dir.path().join("ca.pem");
+        std::fs::write(&not_pem, "not a certificate").unwrap();
+        for (path, why) in [
+            (dir.path().join("missing.pem"), "cannot read"),
+            (not_pem, "holds no PEM certificate"),
+        ] {
+            let cfg = UpstreamConfig {
+                ca: Some(path),
+                ..Default::default()
+            };
+            let e = Upstream::new("registry.lab", cfg).unwrap_err().to_string();
+            assert!(
+                e.contains(r#"config: registry.registries."registry.lab".ca: "#),
+                "{e}"
+            );
+            assert!(e.contains(why), "{e}");
+        }
+        let insecure = UpstreamConfig {
+            insecure: true,
+            ..Default::default()
+        };
+        assert!(Upstream::new("registry.lab", insecure).is_ok());
+    }
 
     #[test]
     fn reads_a_bearer_challenge() {
