@@ -35,6 +35,9 @@ pub enum Action {
         pod: String,
         container: String,
     },
+    /// The next step of each of several pods that may start now (each a `CreatePod`,
+    /// `UploadFiles` or `Start`), taken side by side as compose does.
+    Pods(Vec<Action>),
     /// Every container of the pod runs: record it (its dependents may start).
     RecordStarted {
         pod: String,
@@ -146,6 +149,7 @@ fn converge(
         };
     }
     let mut blocked = false;
+    let mut steps = vec![];
     for pod in pods {
         if view.up(pod) {
             if !done.started.contains(&pod.name) && (creating || done.touched.contains(&pod.name)) {
@@ -156,10 +160,20 @@ fn converge(
             continue;
         }
         match view.deps_met(pod) {
+            // A pod before it may bring back what it waits for (a job started again).
+            Err(_) if !steps.is_empty() => break,
             Err(reason) => return Action::Fail { reason },
             Ok(false) => blocked = true,
-            Ok(true) => return view.next_for_pod(pod),
+            Ok(true) => match view.next_for_pod(pod) {
+                Action::Requeue(_) => blocked = true,
+                step => steps.push(step),
+            },
         }
+    }
+    match steps.len() {
+        0 => {}
+        1 => return steps.remove(0),
+        _ => return Action::Pods(steps),
     }
     let waiting: Vec<String> = pods
         .iter()
@@ -198,6 +212,7 @@ fn unwhole(next: &Action) -> String {
         | Action::UploadFiles { pod, .. }
         | Action::Start { pod, .. }
         | Action::RecordStarted { pod } => format!("pod {pod} is not running"),
+        Action::Pods(steps) => return steps.first().map_or_else(String::new, unwhole),
         Action::Fail { reason } => reason.clone(),
         other => format!("it would need {other:?}"),
     };

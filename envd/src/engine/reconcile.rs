@@ -277,11 +277,6 @@ impl Engine {
         action: Action,
         run: &mut Run,
     ) -> Result<Next> {
-        let pod = |name: &str| {
-            pods.iter()
-                .find(|p| p.name == name)
-                .ok_or_else(|| Error::step("pods", format!("no pod `{name}` in the plan")))
-        };
         match action {
             Action::Done => return Ok(Next::Done),
             Action::Requeue(d) => return Ok(Next::Wait(d)),
@@ -301,50 +296,18 @@ impl Engine {
                 self.act(env, Step::Network, true, self.driver.attach_ip(env))
                     .await?
             }
-            Action::CreatePod { pod: name } => {
-                let p = pod(&name)?;
-                let once = pods.iter().any(|o| {
-                    o.depends_on.get(&name) == Some(&crate::spec::order::Condition::Completed)
-                });
-                run.touch(&name);
-                self.act(env, Step::Pods, false, self.driver.create_pod(env, p, once))
-                    .await?;
-            }
-            Action::UploadFiles {
-                pod: name,
-                container,
-            } => {
-                let p = pod(&name)?;
-                let c = p
-                    .containers
-                    .iter()
-                    .find(|c| c.name == container)
-                    .ok_or_else(|| Error::step("pods", format!("no container `{container}`")))?;
-                run.touch(&name);
-                self.act(
-                    env,
-                    Step::Upload,
-                    false,
-                    self.driver.upload_files(env, p, c),
-                )
-                .await?;
-            }
-            Action::Start {
-                pod: name,
-                container,
-            } => {
-                let p = pod(&name)?;
-                run.touch(&name);
-                run.progress
-                    .launched
-                    .insert(launched_key(&name, &container));
-                self.act(
-                    env,
-                    Step::Start,
-                    false,
-                    self.driver.start(env, p, &container),
-                )
-                .await?;
+            step @ (Action::CreatePod { .. }
+            | Action::UploadFiles { .. }
+            | Action::Start { .. }) => self.pod_step(env, pods, step, run)?.await?,
+            Action::Pods(steps) => {
+                let steps = steps
+                    .into_iter()
+                    .map(|step| self.pod_step(env, pods, step, run))
+                    .collect::<Result<Vec<_>>>()?;
+                // Every step runs to its end; the first error fails the create.
+                for r in futures_util::future::join_all(steps).await {
+                    r?;
+                }
             }
             Action::RecordStarted { pod: name } => {
                 run.pods_since.get_or_insert_with(Instant::now);
@@ -407,6 +370,65 @@ impl Engine {
             Action::Free => self.free(env).await?,
         }
         Ok(Next::Again)
+    }
+
+    /// One pod's `CreatePod`, `UploadFiles` or `Start`: what it does to this run's progress is
+    /// recorded now, the step itself is returned to be run alone or beside other pods' steps.
+    fn pod_step<'a>(
+        &'a self,
+        env: &'a Env,
+        pods: &'a [Pod],
+        step: Action,
+        run: &mut Run,
+    ) -> Result<futures_util::future::BoxFuture<'a, Result<()>>> {
+        let pod = |name: &str| {
+            pods.iter()
+                .find(|p| p.name == name)
+                .ok_or_else(|| Error::step("pods", format!("no pod `{name}` in the plan")))
+        };
+        Ok(match step {
+            Action::CreatePod { pod: name } => {
+                let p = pod(&name)?;
+                let once = pods.iter().any(|o| {
+                    o.depends_on.get(&name) == Some(&crate::spec::order::Condition::Completed)
+                });
+                run.touch(&name);
+                Box::pin(self.act(env, Step::Pods, false, self.driver.create_pod(env, p, once)))
+            }
+            Action::UploadFiles {
+                pod: name,
+                container,
+            } => {
+                let p = pod(&name)?;
+                let c = p
+                    .containers
+                    .iter()
+                    .find(|c| c.name == container)
+                    .ok_or_else(|| Error::step("pods", format!("no container `{container}`")))?;
+                run.touch(&name);
+                Box::pin(self.act(
+                    env,
+                    Step::Upload,
+                    false,
+                    self.driver.upload_files(env, p, c),
+                ))
+            }
+            Action::Start {
+                pod: name,
+                container,
+            } => {
+                let p = pod(&name)?;
+                run.touch(&name);
+                run.progress
+                    .launched
+                    .insert(launched_key(&name, &container));
+                let start = async move { self.driver.start(env, p, &container).await };
+                Box::pin(self.act(env, Step::Start, false, start))
+            }
+            other => {
+                return Err(Error::step("pods", format!("{other:?} is not a pod step")));
+            }
+        })
     }
 
     /// Runs one acting step: shown as the env's step, a fault point before and after, and

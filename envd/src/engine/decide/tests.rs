@@ -599,3 +599,55 @@ fn a_taken_env_probes_every_pod_at_once_then_is_ready() {
         Action::MarkReady
     );
 }
+
+#[test]
+fn pods_that_may_start_take_their_steps_side_by_side() {
+    let e = env(State::Creating);
+    let none = Progress::default();
+    let db = pod("db", vec![container("mysql", false)]);
+    let pods = [cache(), db.clone()];
+    // Nothing there: both pods are created at once, not one after the other.
+    assert_eq!(
+        decide(&e, &pods, &node_up(&[]), &none, None),
+        Action::Pods(vec![
+            Action::CreatePod {
+                pod: "cache".into()
+            },
+            Action::CreatePod { pod: "db".into() },
+        ])
+    );
+    // Each pod at its own step: the cache's file goes in while the db starts.
+    let created = node_up(&[
+        (
+            "cache",
+            vec![
+                (PAUSE, running()),
+                ("redis", seen(ContainerObs::Created, None)),
+            ],
+        ),
+        (
+            "db",
+            vec![
+                (PAUSE, running()),
+                ("mysql", seen(ContainerObs::Created, None)),
+            ],
+        ),
+    ]);
+    assert_eq!(
+        decide(&e, &pods, &created, &none, None),
+        Action::Pods(vec![
+            Action::UploadFiles {
+                pod: "cache".into(),
+                container: "redis".into(),
+            },
+            start("db", "mysql"),
+        ])
+    );
+    // A pod that waits for another is not among them.
+    let mut app = pod("app", vec![container("app", false)]);
+    app.depends_on.insert("db".into(), Condition::Ready);
+    assert_eq!(
+        decide(&e, &[db, app], &node_up(&[]), &none, None),
+        Action::CreatePod { pod: "db".into() }
+    );
+}

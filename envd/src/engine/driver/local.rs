@@ -44,6 +44,10 @@ pub struct LocalDind {
     /// A client per env for its node's engine: requests dial the node's socket each
     /// time, so one client outlives a node restart; made once, not at every pass.
     inner: Mutex<HashMap<String, Docker>>,
+    /// Pods are created side by side and each makes sure the inner network exists: Docker
+    /// takes two creates of one name as two networks, so the check-then-create is one at
+    /// a time.
+    network: tokio::sync::Mutex<()>,
 }
 
 impl LocalDind {
@@ -53,6 +57,7 @@ impl LocalDind {
             engine,
             host,
             inner: Mutex::new(HashMap::new()),
+            network: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -192,7 +197,10 @@ impl NodeDriver for LocalDind {
         let engine = self.engine()?;
         let node = engine.ensure_node(&self.host, env).await?;
         let inner = self.inner(&engine, env).await?;
-        pods::ensure_network(&inner, env).await?;
+        {
+            let _one = self.network.lock().await;
+            pods::ensure_network(&inner, env).await?;
+        }
         pods::ensure_pod(&engine, env, &node, &inner, pod, once, false).await?;
         Ok(())
     }
