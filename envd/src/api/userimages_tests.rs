@@ -492,15 +492,7 @@ async fn shared_layers_count_once_and_removed_uploads_free_their_blobs() {
     );
     assert!(blob_path(&app, &base).exists());
 
-    let (status, _, _) = send(
-        &app,
-        "DELETE",
-        &format!("/v1/images/{}", ids["shop:a"]),
-        &[],
-        vec![],
-    )
-    .await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
+    remove_image(&app, &ids["shop:a"]).await;
     assert!(!blob_path(&app, &a1).exists(), "only shop:a held it");
     assert!(
         blob_path(&app, &base).exists(),
@@ -508,15 +500,7 @@ async fn shared_layers_count_once_and_removed_uploads_free_their_blobs() {
     );
     assert!(blob_path(&app, &b1).exists());
 
-    let (status, _, _) = send(
-        &app,
-        "DELETE",
-        &format!("/v1/images/{}", ids["shop:b"]),
-        &[],
-        vec![],
-    )
-    .await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
+    remove_image(&app, &ids["shop:b"]).await;
     for l in [&base, &b1] {
         assert!(!blob_path(&app, l).exists());
     }
@@ -595,4 +579,10 @@ async fn a_pull_in_the_node_is_pushed_to_watchers_as_it_goes() {
     pushing.abort();
     let block = &seen[seen.find("event: progress").unwrap()..];
     assert!(block.contains(r#""done":120"#), "{block}");
+}
+
+/// `DELETE /v1/images/{id}` as the test's user, which must answer 204.
+async fn remove_image(app: &App, id: &str) {
+    let (status, _, _) = send(app, "DELETE", &format!("/v1/images/{id}"), &[], vec![]).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
 }
