@@ -3,8 +3,6 @@
 //! by the owner's envs under the name it was saved with; `GET` lists (an owner's own,
 //! an admin's all), `DELETE /v1/images/{id}` forgets one.
 
-use std::path::PathBuf;
-
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -41,15 +39,6 @@ fn too_big(detail: String) -> ApiError {
     )
 }
 
-/// Removes the incoming archive however the request ends.
-struct Incoming(PathBuf);
-
-impl Drop for Incoming {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 /// `envd images push`: the body is a `docker save` archive (`application/x-tar`) of
 /// one or more images; each is stored under every name it was saved with, replacing
 /// the caller's earlier upload of that name.
@@ -61,8 +50,12 @@ impl Drop for Incoming {
 pub async fn push(State(s): State<AppState>, caller: Caller, body: Body) -> ApiResult<Response> {
     let reg = &s.engine.registry;
     let cap = reg.cfg.max_upload;
-    let (tmp, file) = reg.blobs.temp()?;
-    let incoming = Incoming(tmp);
+    // The archive is removed however the request ends (dropped with `incoming`).
+    let incoming = reg.blobs.temp()?;
+    let file = incoming
+        .as_file()
+        .try_clone()
+        .io_ctx(|| "opening the upload's file".into())?;
     let mut file = tokio::fs::File::from_std(file);
     let mut stream = body.into_data_stream();
     let mut n: u64 = 0;
@@ -84,7 +77,7 @@ pub async fn push(State(s): State<AppState>, caller: Caller, body: Body) -> ApiR
     let (out, replaced) = {
         // Until the uploads are recorded, no cleanup may take their blobs.
         let pushing = reg.gc.read().await;
-        let (path, blobs) = (incoming.0.clone(), reg.blobs.clone());
+        let (path, blobs) = (incoming.path().to_path_buf(), reg.blobs.clone());
         let saved = tokio::task::spawn_blocking(move || registry::save::import(&path, &blobs))
             .await
             .map_err(|e| Error::step("images", format!("reading the archive: {e}")))??;

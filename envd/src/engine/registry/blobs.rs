@@ -6,6 +6,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
+use tempfile::NamedTempFile;
 
 use crate::error::{Error, IoContext, Result};
 
@@ -39,23 +40,27 @@ impl Blobs {
     }
 
     /// A new temporary file beside the blobs (same filesystem, so the rename is atomic).
-    pub fn temp(&self) -> Result<(PathBuf, std::fs::File)> {
+    /// It is removed when dropped uncommitted: a fetch cut short (an env deleted mid-pull,
+    /// a client gone mid-upload) leaves nothing behind.
+    pub fn temp(&self) -> Result<NamedTempFile> {
         let dir = self.root.join("tmp");
         std::fs::create_dir_all(&dir).io_ctx(|| format!("creating {}", dir.display()))?;
-        let p = dir.join(uuid::Uuid::now_v7().to_string());
-        let f = std::fs::File::create(&p).io_ctx(|| format!("creating {}", p.display()))?;
-        Ok((p, f))
+        tempfile::Builder::new()
+            .tempfile_in(&dir)
+            .io_ctx(|| format!("creating a file in {}", dir.display()))
     }
 
     /// Moves a temporary file holding `digest`'s bytes into place.
-    pub fn commit(&self, tmp: &Path, digest: &str) -> Result<PathBuf> {
+    pub fn commit(&self, tmp: NamedTempFile, digest: &str) -> Result<PathBuf> {
         let dest = self
             .path(digest)
             .ok_or_else(|| Error::step("images", format!("`{digest}` is not a sha256 digest")))?;
         if let Some(dir) = dest.parent() {
             std::fs::create_dir_all(dir).io_ctx(|| format!("creating {}", dir.display()))?;
         }
-        std::fs::rename(tmp, &dest).io_ctx(|| format!("storing blob {digest}"))?;
+        tmp.persist(&dest)
+            .map_err(|e| e.error)
+            .io_ctx(|| format!("storing blob {digest}"))?;
         Ok(dest)
     }
 
@@ -63,17 +68,17 @@ impl Blobs {
     pub fn put(&self, bytes: &[u8]) -> Result<String> {
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
         if !self.has(&digest) {
-            let (tmp, mut f) = self.temp()?;
-            f.write_all(bytes)
-                .io_ctx(|| format!("writing {}", tmp.display()))?;
-            self.commit(&tmp, &digest)?;
+            let mut tmp = self.temp()?;
+            tmp.write_all(bytes)
+                .io_ctx(|| format!("writing {}", tmp.path().display()))?;
+            self.commit(tmp, &digest)?;
         }
         Ok(digest)
     }
 
     /// Copies `len` bytes of `from` into the store, hashing them; returns (digest, bytes).
     pub fn copy(&self, from: &mut impl Read, len: u64) -> Result<(String, u64)> {
-        let (tmp, mut f) = self.temp()?;
+        let mut tmp = self.temp()?;
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 1 << 20];
         let mut left = len;
@@ -84,22 +89,19 @@ impl Blobs {
                 break;
             }
             hasher.update(&buf[..n]);
-            f.write_all(&buf[..n])
-                .io_ctx(|| format!("writing {}", tmp.display()))?;
+            tmp.write_all(&buf[..n])
+                .io_ctx(|| format!("writing {}", tmp.path().display()))?;
             left -= n as u64;
         }
         if left > 0 {
-            let _ = std::fs::remove_file(&tmp);
             return Err(Error::step(
                 "images",
                 "the image archive ends inside a layer",
             ));
         }
         let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
-        if self.has(&digest) {
-            let _ = std::fs::remove_file(&tmp);
-        } else {
-            self.commit(&tmp, &digest)?;
+        if !self.has(&digest) {
+            self.commit(tmp, &digest)?;
         }
         Ok((digest, len))
     }

@@ -227,8 +227,8 @@ async fn fetch_blob(
 ) -> Result<(), Cause> {
     let resp = up.get(&format!("{path}/blobs/{digest}"), false).await?;
     let io = |e: std::io::Error| Cause::Other(format!("storing the blob: {e}"));
-    let (tmp, f) = reg.blobs.temp().map_err(|e| Cause::Other(e.to_string()))?;
-    let mut f = tokio::fs::File::from_std(f);
+    let tmp = reg.blobs.temp().map_err(|e| Cause::Other(e.to_string()))?;
+    let mut f = tokio::fs::File::from_std(tmp.as_file().try_clone().map_err(io)?);
     let mut hasher = Sha256::new();
     let mut body = resp.bytes_stream();
     while let Some(chunk) = body.next().await {
@@ -239,11 +239,10 @@ async fn fetch_blob(
     f.flush().await.map_err(io)?;
     let got = format!("sha256:{}", hex::encode(hasher.finalize()));
     if got != digest {
-        let _ = tokio::fs::remove_file(&tmp).await;
         return Err(Cause::Other(format!("sent a blob that is not {digest}")));
     }
     reg.blobs
-        .commit(&tmp, digest)
+        .commit(tmp, digest)
         .map_err(|e| Cause::Other(e.to_string()))?;
     Ok(())
 }
