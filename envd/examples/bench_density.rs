@@ -127,7 +127,14 @@ async fn measure(
         rss_before as f64 / 1048576.0,
         rss_at_n as f64 / 1048576.0
     );
-    common::print_wrk(&text, if cfg!(debug_assertions) { "debug" } else { "release" });
+    common::print_wrk(
+        &text,
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
+    );
     Ok(())
 }
 

@@ -18,7 +18,11 @@ async fn main() -> anyhow::Result<()> {
     let n = common::count("N", 20);
     let history = common::count("H", 200);
     let dir = tempfile::tempdir()?;
-    let store = Store::open(&format!("sqlite://{}", dir.path().join("envd.db").display())).await?;
+    let store = Store::open(&format!(
+        "sqlite://{}",
+        dir.path().join("envd.db").display()
+    ))
+    .await?;
     let cfg = EngineConfig::with_data_dir(dir.path().to_path_buf());
     let engine = Engine::with_driver(store, cfg, Arc::new(FakeDriver::new()))?;
     let catalog = Catalog::new(None);
@@ -46,9 +50,18 @@ async fn main() -> anyhow::Result<()> {
         .bytes()
         .await?;
     let out = common::wrk(&token, &url)?;
-    println!("\n| what (N = {n} live full envs, {history} gone; fake driver) | value |\n| --- | --- |");
+    println!(
+        "\n| what (N = {n} live full envs, {history} gone; fake driver) | value |\n| --- | --- |"
+    );
     println!("| GET /v1/envs answer | {} bytes |", body.len());
-    common::print_wrk(&out, if cfg!(debug_assertions) { "debug" } else { "release" });
+    common::print_wrk(
+        &out,
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
+    );
     Ok(())
 }
 
@@ -58,7 +71,8 @@ async fn create(engine: &Arc<Engine>, catalog: &Catalog) -> anyhow::Result<Strin
         owner: Some("admin".into()),
         ..Default::default()
     };
-    let Created::New(env) = service::create(&engine.store, catalog, &Limits::default(), req).await?
+    let Created::New(env) =
+        service::create(&engine.store, catalog, &Limits::default(), req).await?
     else {
         anyhow::bail!("not new")
     };

@@ -229,6 +229,13 @@ pub enum Outcome {
     Cold(String),
 }
 
+/// The pool a create takes from, its key, and what the take applies.
+struct Picked<'a> {
+    pool: &'a PoolRow,
+    key: String,
+    applied: Option<Applied>,
+}
+
 /// The pool a create may take from: one of the same key, else one whose answers differ
 /// only in what the pods' `on_change` applies (then with that change); or why none.
 fn pick<'a>(
@@ -236,7 +243,7 @@ fn pick<'a>(
     tpl: &TemplateSource,
     req: &CreateRequest,
     mine: &[&'a PoolRow],
-) -> Result<std::result::Result<(&'a PoolRow, String, Option<Applied>), &'static str>> {
+) -> Result<std::result::Result<Picked<'a>, &'static str>> {
     let keyed = key_of(tpl, &req.answers)?;
     let mut reason = "answers";
     let mut near = None;
@@ -248,14 +255,22 @@ fn pick<'a>(
             continue;
         };
         if k.key == keyed.key {
-            return Ok(Ok((*p, k.key, None)));
+            return Ok(Ok(Picked {
+                pool: p,
+                key: k.key,
+                applied: None,
+            }));
         }
         if t.version != tpl.version {
             reason = "version";
         } else if near.is_none()
             && let Ok(Some(a)) = applied::applicable(&t, &p.answers, &req.answers)
         {
-            near = Some((*p, k.key, Some(a)));
+            near = Some(Picked {
+                pool: p,
+                key: k.key,
+                applied: Some(a),
+            });
         }
     }
     Ok(near.ok_or(reason))
@@ -282,7 +297,7 @@ pub async fn take(
     if mine.is_empty() {
         return Ok(Outcome::Cold(format!("no warm pool of {}", tpl.name)));
     }
-    let (pool, key, applied) = match pick(catalog, tpl, req, &mine)? {
+    let Picked { pool, key, applied } = match pick(catalog, tpl, req, &mine)? {
         Ok(picked) => picked,
         Err(reason) => {
             store.count_miss(&mine[0].name, reason).await?;
@@ -364,7 +379,9 @@ async fn build_one(
         clone_of: None,
         with_data: false,
     };
-    let made = store.create_pool_env(&new, &pool.name, key, pool.min).await?;
+    let made = store
+        .create_pool_env(&new, &pool.name, key, pool.min)
+        .await?;
     Ok(made.then_some(new.id))
 }
 

@@ -330,7 +330,8 @@ async fn a_password_in_a_config_file_is_applied_to_a_pooled_env_before_the_hando
     assert_eq!(env["state"], "ready", "{env}");
     assert_eq!(env["id"], pooled.as_str(), "taken, not built cold");
     let k = kinds(base, &pooled).await;
-    let at = |step: &str| k.iter().position(|x| x == step).unwrap_or(usize::MAX);
+    // The last of each: the pool's build recorded its own before the take.
+    let at = |step: &str| k.iter().rposition(|x| x == step).unwrap_or(usize::MAX);
     assert!(at("claimed") < at("config:redis"), "{k:?}");
     assert!(at("config:redis") < at("ready"), "{k:?}");
     let ep = &env["endpoints"]["redis"];

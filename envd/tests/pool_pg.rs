@@ -145,7 +145,10 @@ async fn two_envd_on_one_postgres_take_from_one_pool_and_refill_it_once() {
             n => panic!("{id} claimed {n} times"),
         }
     }
-    assert_eq!(taken, first, "the two pooled envs, each taken by one create");
+    assert_eq!(
+        taken, first,
+        "the two pooled envs, each taken by one create"
+    );
     assert_eq!(cold.len(), 2);
 
     // Both instances' refills fill it again, to 2 and no more.

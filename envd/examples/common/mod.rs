@@ -17,6 +17,8 @@ pub fn count(var: &str, default: usize) -> usize {
 
 /// An engine on a fresh SQLite store in `dir` that leases only from 10.213.<slice>.0/24,
 /// so a bench never takes an address a test or a running envd uses.
+// bench_list runs on the fake driver.
+#[allow(dead_code)]
 pub async fn engine_in(dir: &Path, slice: u8) -> anyhow::Result<Arc<Engine>> {
     let store = Store::open(&format!("sqlite://{}", dir.join("envd.db").display())).await?;
     let mut cfg = EngineConfig::with_data_dir(dir.to_path_buf());

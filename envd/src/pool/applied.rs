@@ -163,7 +163,10 @@ pods:
         assert_eq!(a.changed, vec!["greeting".to_string()]);
         assert_eq!(a.pods, vec!["web".to_string()]);
         // An env value is set when the container is created: cold.
-        assert_eq!(applicable(&t, &map(&[]), &map(&[("tag", "b")])).unwrap(), None);
+        assert_eq!(
+            applicable(&t, &map(&[]), &map(&[("tag", "b")])).unwrap(),
+            None
+        );
         assert_eq!(
             applicable(&t, &map(&[]), &map(&[("greeting", "hi"), ("tag", "b")])).unwrap(),
             None

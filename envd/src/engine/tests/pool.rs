@@ -339,7 +339,8 @@ async fn answers_a_pod_takes_by_on_change_are_applied_to_a_pooled_env_before_the
     // Claimed, then the change to pod web applied and waited ready, then every pod
     // checked again, then ready: in that order.
     let kinds = f.kinds(&env.id).await;
-    let at = |k: &str| kinds.iter().position(|x| x == k).unwrap_or(usize::MAX);
+    // The last of each: the pool's build recorded its own `pods` and `ready:*` before.
+    let at = |k: &str| kinds.iter().rposition(|x| x == k).unwrap_or(usize::MAX);
     assert!(at("claimed") < at("config:web"), "{kinds:?}");
     assert!(at("config:web") < at("pods"), "{kinds:?}");
     assert!(at("pods") < at("ready"), "{kinds:?}");
@@ -365,7 +366,10 @@ async fn answers_a_pod_takes_by_on_change_are_applied_to_a_pooled_env_before_the
     assert_eq!(changed.len(), 1, "{changed:?}");
     assert!(changed[0].contains("change web"), "{changed:?}");
     assert_eq!(
-        crate::pool::views(&f.engine.store, &f.catalog).await.unwrap()[0].claims,
+        crate::pool::views(&f.engine.store, &f.catalog)
+            .await
+            .unwrap()[0]
+            .claims,
         1
     );
 }
@@ -377,7 +381,10 @@ async fn answers_a_container_is_created_with_build_cold_and_say_why() {
     let env = create_conf(&f, &[("greeting", "hi"), ("tag", "b")]).await;
     assert_ne!(env.id, pooled);
     let events = f.engine.store.events(&env.id, 0).await.unwrap();
-    let cold = events.iter().find(|e| e.step == "cold").expect("a cold event");
+    let cold = events
+        .iter()
+        .find(|e| e.step == "cold")
+        .expect("a cold event");
     assert!(cold.message.contains("answers"), "{}", cold.message);
     assert!(!events.iter().any(|e| e.step == "claimed"));
     assert_eq!(f.settled(&env.id).await.state, State::Ready);
@@ -396,7 +403,10 @@ async fn a_pooled_env_whose_pod_refuses_the_answers_fails_the_create() {
     let env = f.until(&env.id, |e| e.state.is_final()).await;
     assert_eq!(env.state, State::Failed);
     let error = env.error.unwrap_or_default();
-    assert!(error.contains("did not take this create's answers"), "{error}");
+    assert!(
+        error.contains("did not take this create's answers"),
+        "{error}"
+    );
     let change = f.engine.store.change(&env.id, 1).await.unwrap();
     assert_eq!(change.status, crate::lifecycle::ChangeStatus::RolledBack);
 }
