@@ -50,6 +50,15 @@ async fn main() -> anyhow::Result<()> {
         .bytes()
         .await?;
     let out = common::wrk(&token, &url)?;
+    // The floor on this machine: the same HTTP stack without the store (healthz), and
+    // with only the token's lookup (whoami).
+    let floor = |path: &str| -> anyhow::Result<(f64, f64)> {
+        let o = common::wrk(&token, &format!("http://{addr}{path}"))?;
+        let p = |q| common::percentile(&o, q).unwrap_or(f64::NAN);
+        Ok((p("50%"), p("99%")))
+    };
+    let healthz = floor("/healthz")?;
+    let whoami = floor("/v1/whoami")?;
     println!(
         "\n| what (N = {n} live full envs, {history} gone; fake driver) | value |\n| --- | --- |"
     );
@@ -61,6 +70,14 @@ async fn main() -> anyhow::Result<()> {
         } else {
             "release"
         },
+    );
+    println!(
+        "| floor: GET /healthz p50 / p99 (no token, no store) | {:.2} / {:.2} ms |",
+        healthz.0, healthz.1
+    );
+    println!(
+        "| floor: GET /v1/whoami p50 / p99 (the token's lookup only) | {:.2} / {:.2} ms |",
+        whoami.0, whoami.1
     );
     Ok(())
 }
