@@ -377,16 +377,28 @@ impl Store {
             Some(c) => (c.created_at, c.id.as_str()),
             None => (i64::MAX, ""),
         };
-        let rows = sqlx::query(concat!("SELECT ", list_columns!(), " FROM envs WHERE ($1 = '' OR state = $1) AND ($2 = '' OR owner = $2) AND ($3 = '' OR env_key = $3) AND ($4 = 1 OR $1 <> '' OR state NOT IN ('gone', 'failed')) AND (created_at < $5 OR (created_at = $5 AND id < $6)) ORDER BY created_at DESC, id DESC LIMIT $7"))
-        .bind(f.state.map(|s| s.as_str()).unwrap_or(""))
-        .bind(f.owner.clone().unwrap_or_default())
-        .bind(f.key.clone().unwrap_or_default())
-        .bind(i64::from(f.all))
-        .bind(after_at)
-        .bind(after_id)
-        .bind(sql_limit)
-        .fetch_all(&self.pool)
-        .await?;
+        // Two texts rather than a parameter for "live only": a bound value beside the
+        // partial indexes' `state NOT IN (...)` makes SQLite prepare the statement again
+        // at every run (it checks whether the value lets it use them).
+        macro_rules! listing {
+            ($live:literal) => {
+                concat!("SELECT ", list_columns!(), " FROM envs WHERE ($1 = '' OR state = $1) AND ($2 = '' OR owner = $2) AND ($3 = '' OR env_key = $3)", $live, " AND (created_at < $4 OR (created_at = $4 AND id < $5)) ORDER BY created_at DESC, id DESC LIMIT $6")
+            };
+        }
+        let sql = if f.all || f.state.is_some() {
+            listing!("")
+        } else {
+            listing!(" AND state NOT IN ('gone', 'failed')")
+        };
+        let rows = sqlx::query(sql)
+            .bind(f.state.map(|s| s.as_str()).unwrap_or(""))
+            .bind(f.owner.clone().unwrap_or_default())
+            .bind(f.key.clone().unwrap_or_default())
+            .bind(after_at)
+            .bind(after_id)
+            .bind(sql_limit)
+            .fetch_all(&self.pool)
+            .await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             let env = env_from_row(r)?;
