@@ -377,9 +377,9 @@ impl Store {
             Some(c) => (c.created_at, c.id.as_str()),
             None => (i64::MAX, ""),
         };
-        // Two texts rather than a parameter for "live only": a bound value beside the
-        // partial indexes' `state NOT IN (...)` makes SQLite prepare the statement again
-        // at every run (it checks whether the value lets it use them).
+        // Two texts rather than a parameter for "live only": with a bound value beside the
+        // partial indexes' `state NOT IN (...)`, SQLite was seen preparing the statement
+        // again at every run (likely checking whether the value lets it use them).
         macro_rules! listing {
             ($live:literal) => {
                 concat!("SELECT ", list_columns!(), " FROM envs WHERE ($1 = '' OR state = $1) AND ($2 = '' OR owner = $2) AND ($3 = '' OR env_key = $3)", $live, " AND (created_at < $4 OR (created_at = $4 AND id < $5)) ORDER BY created_at DESC, id DESC LIMIT $6")
