@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,49 +32,14 @@ fn rss() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-/// wrk's latency line (`50%    1.23ms`) in ms.
-fn percentile(out: &str, p: &str) -> Option<f64> {
-    let line = out.lines().find(|l| l.trim_start().starts_with(p))?;
-    let v = line.split_whitespace().nth(1)?;
-    let (num, unit) = v.split_at(v.find(|c: char| c.is_alphabetic())?);
-    let n: f64 = num.parse().ok()?;
-    Some(match unit {
-        "us" => n / 1000.0,
-        "ms" => n,
-        "s" => n * 1000.0,
-        _ => return None,
-    })
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let n = common::count("N", 20);
     let dir = tempfile::tempdir()?;
     let engine = common::engine_in(dir.path(), 169).await?;
     let catalog = Catalog::new(None);
-    let token = envd::auth::new_token();
-    engine
-        .store
-        .insert_token(&envd::store::NewToken {
-            id: &uuid::Uuid::now_v7().to_string(),
-            name: "bench-admin",
-            hash: &envd::auth::hash(&token),
-            role: "admin",
-            owner: "admin",
-            expires_at: None,
-        })
-        .await?;
-    let app = envd::api::router(envd::api::AppState {
-        engine: Arc::clone(&engine),
-        catalog: catalog.clone(),
-        limits: Limits::default(),
-        auth: Default::default(),
-        quotas: Arc::new(envd::quota::Admission::new(Default::default())),
-    })
-    .into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let token = common::admin_token(&engine).await?;
+    let addr = common::serve_api(&engine, &catalog).await?;
 
     let mut ids = vec![];
     let r = measure(&engine, &catalog, &token, addr, n, &mut ids).await;
@@ -143,24 +107,7 @@ async fn measure(
     let used = before.saturating_sub(available()?);
     let rss_at_n = rss();
 
-    let out = Command::new("wrk")
-        .args(["-t2", "-c8", "-d10s", "--latency", "-H"])
-        .arg(format!("Authorization: Bearer {token}"))
-        .arg(format!("http://{addr}/v1/envs"))
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "wrk: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    eprintln!("{text}");
-    let rps = text
-        .lines()
-        .find_map(|l| l.strip_prefix("Requests/sec:"))
-        .map(|v| v.trim().to_string())
-        .unwrap_or_default();
-
+    let text = common::wrk(token, &format!("http://{addr}/v1/envs"))?;
     println!("\n| what (N = {n} live full envs) | value |\n| --- | --- |");
     println!(
         "| host memory used per env (MemAvailable drop / N) | {:.0} MiB |",
@@ -180,14 +127,14 @@ async fn measure(
         rss_before as f64 / 1048576.0,
         rss_at_n as f64 / 1048576.0
     );
-    for p in ["50%", "99%"] {
-        println!(
-            "| GET /v1/envs p{} under wrk (-t2 -c8, 10 s) | {:.2} ms |",
-            p.trim_end_matches('%'),
-            percentile(&text, p).unwrap_or(f64::NAN)
-        );
-    }
-    println!("| GET /v1/envs requests/s | {rps} |");
+    common::print_wrk(
+        &text,
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
+    );
     Ok(())
 }
 

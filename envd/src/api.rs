@@ -54,6 +54,11 @@ impl AppState {
     pub(crate) async fn env_of(&self, caller: &Caller, id: &str) -> Result<Env, Error> {
         self.engine.store.get_scoped(id, caller.scope()).await
     }
+
+    /// The env as the API shows it.
+    pub(crate) fn view(&self, env: &Env) -> EnvView {
+        EnvView::of(env, &self.engine.views)
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -418,9 +423,10 @@ pub(crate) fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-impl From<&Env> for EnvView {
-    fn from(e: &Env) -> Self {
-        let (endpoints, answers) = service::view_parts(e);
+impl EnvView {
+    /// The env's view, its rendered parts from `views` (see [`service::Views`]).
+    pub fn of(e: &Env, views: &service::Views) -> Self {
+        let (endpoints, answers) = views.parts(e);
         EnvView {
             id: e.id.clone(),
             name: e.name.clone(),
@@ -581,7 +587,7 @@ async fn create(
         env
     };
     Ok(with_subject(
-        (status, Json(EnvView::from(&env))).into_response(),
+        (status, Json(s.view(&env))).into_response(),
         &env.id,
     ))
 }
@@ -613,9 +619,14 @@ async fn wait_for(
     }
 }
 
+/// Envs one page of `GET /v1/envs` holds unless `limit` says otherwise, and at most.
+const LIST_LIMIT: u32 = 200;
+const LIST_MAX: u32 = 1000;
+
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 struct ListParams {
+    /// Only envs in this state (`gone` and `failed` are the history).
     #[param(pattern = "^(requested|creating|ready|collecting|freeing|gone|failed|pooled)$")]
     state: Option<String>,
     owner: Option<String>,
@@ -623,15 +634,24 @@ struct ListParams {
     /// `name=value`
     #[param(pattern = "^[^=]*=")]
     label: Option<String>,
+    /// Finished envs (gone, failed) too; by default only live ones are listed.
+    #[serde(default)]
+    all: bool,
+    /// Envs per page, newest first (default 200, at most 1000); a `Link: <…>; rel="next"`
+    /// header points at the next page when there may be one.
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+    /// Where the page starts: from the previous page's `Link` header.
+    cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/envs", params(ListParams), responses((status = 200, body = [EnvView])))]
+#[utoipa::path(get, path = "/v1/envs", params(ListParams), responses((status = 200, body = [EnvView], headers(("Link" = String, description = "`<…>; rel=\"next\"`: the next page, when this one is full")))))]
 async fn list(
     State(s): State<AppState>,
     caller: Caller,
     ApiQuery(q): ApiQuery<ListParams>,
-) -> ApiResult<Json<Vec<EnvView>>> {
-    let owner = access::listed_owner(&caller, q.owner)?;
+) -> ApiResult<Response> {
+    let owner = access::listed_owner(&caller, q.owner.clone())?;
     let label = match &q.label {
         Some(l) => Some(
             l.split_once('=')
@@ -642,21 +662,57 @@ async fn list(
         ),
         None => None,
     };
+    let limit = q.limit.unwrap_or(LIST_LIMIT);
+    if !(1..=LIST_MAX).contains(&limit) {
+        return Err(Error::invalid(
+            "query",
+            "limit",
+            format!("a page holds 1 to {LIST_MAX} envs; follow the Link header for more"),
+        )
+        .into());
+    }
     let f = EnvFilter {
         state: q.state.as_deref().map(str::parse).transpose()?,
         owner,
-        key: q.key,
+        key: q.key.clone(),
         label,
+        all: q.all,
+        limit: Some(limit),
+        after: q.cursor.as_deref().map(str::parse).transpose()?,
     };
-    Ok(Json(
-        s.engine
-            .store
-            .list(&f)
-            .await?
-            .iter()
-            .map(EnvView::from)
-            .collect(),
-    ))
+    let envs = s.engine.store.list(&f).await?;
+    let views: Vec<EnvView> = envs.iter().map(|e| s.view(e)).collect();
+    let mut resp = Json(views).into_response();
+    // A full page may have a next one: the same query from after its last env.
+    if envs.len() == limit as usize
+        && let Some(last) = envs.last()
+    {
+        let next = next_page(&q, limit, &crate::store::Cursor::of(last));
+        if let Ok(v) = header::HeaderValue::from_str(&format!("<{next}>; rel=\"next\"")) {
+            resp.headers_mut().insert(header::LINK, v);
+        }
+    }
+    Ok(resp)
+}
+
+/// The path of the listing's next page: the same filters, from `cursor`.
+fn next_page(q: &ListParams, limit: u32, cursor: &crate::store::Cursor) -> String {
+    let mut parts = vec![];
+    let mut add = |k: &str, v: &Option<String>| {
+        if let Some(v) = v {
+            parts.push(format!("{k}={}", crate::urlencode(v)));
+        }
+    };
+    add("state", &q.state);
+    add("owner", &q.owner);
+    add("key", &q.key);
+    add("label", &q.label);
+    if q.all {
+        parts.push("all=true".into());
+    }
+    parts.push(format!("limit={limit}"));
+    parts.push(format!("cursor={}", crate::urlencode(&cursor.to_string())));
+    format!("/v1/envs?{}", parts.join("&"))
 }
 
 #[utoipa::path(get, path = "/v1/envs/{id}", params(("id" = String, Path, description = "id or name")), responses((status = 200, body = EnvView), (status = 404, body = Problem)))]
@@ -666,7 +722,7 @@ async fn get_env(
     Path(id): Path<String>,
 ) -> ApiResult<Json<EnvView>> {
     let env = s.env_of(&caller, &id).await?;
-    let mut view = EnvView::from(&env);
+    let mut view = s.view(&env);
     // A template that no longer renders still has a view, without its pods.
     if let Ok(plan) = s.engine.plan(&env) {
         view.pods = plan
@@ -713,7 +769,7 @@ async fn teardown(s: &AppState, env: Env, wait: bool) -> ApiResult<Response> {
         StatusCode::ACCEPTED
     };
     Ok(with_subject(
-        (status, Json(EnvView::from(&env))).into_response(),
+        (status, Json(s.view(&env))).into_response(),
         &env.id,
     ))
 }
@@ -786,9 +842,8 @@ async fn extend(
     ApiJson(req): ApiJson<ExtendRequest>,
 ) -> ApiResult<Json<EnvView>> {
     let env = s.env_of(&caller, &id).await?;
-    Ok(Json(EnvView::from(
-        &service::extend(&s.engine.store, &s.limits, &env.id, &req.ttl).await?,
-    )))
+    let env = service::extend(&s.engine.store, &s.limits, &env.id, &req.ttl).await?;
+    Ok(Json(s.view(&env)))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

@@ -37,6 +37,9 @@ pub enum ClientCmd {
         state: Option<State>,
         #[arg(long)]
         key: Option<String>,
+        /// Finished envs (gone, failed) too; by default only live ones.
+        #[arg(long)]
+        all: bool,
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
@@ -366,9 +369,13 @@ async fn run_inner(cmd: ClientCmd) -> Result<(), Fail> {
             c,
             state,
             key,
+            all,
             output,
         } => {
             let mut q = vec![];
+            if all {
+                q.push("all=true".to_string());
+            }
             if let Some(s) = state {
                 q.push(format!("state={s}"));
             }

@@ -20,7 +20,10 @@ use crate::lifecycle::{EventKind, State};
 use crate::quota::Quotas;
 use crate::service::{CreateRequest, Limits, millis};
 use crate::spec::{Facts, Plan};
-use crate::store::{Created, NewEnv, PoolRow, Store, Take, now_ms, short_id};
+use crate::store::{Created, NewEnv, PoolRow, Store, Take, TakeChange, now_ms, short_id};
+
+mod applied;
+pub use applied::{Applied, answers_after, applicable};
 
 /// The owner of envs waiting in a pool: no user's, so no user sees or pays for them.
 pub const POOL_OWNER: &str = "envd-pool";
@@ -94,6 +97,21 @@ pub struct Keyed {
 }
 
 pub fn key_of(tpl: &TemplateSource, given: &BTreeMap<String, String>) -> Result<Keyed> {
+    let values = key_values(tpl, given)?;
+    let text = serde_json::to_string(&values).unwrap_or_default();
+    let hash = format!("{:x}", Sha256::digest(text.as_bytes()));
+    Ok(Keyed {
+        key: format!("{}:{}#{}", tpl.name, tpl.version, &hash[..16]),
+        uses_env_name: tpl.text.contains("env_name"),
+    })
+}
+
+/// The resolved answers a key is made of: every question's value, generated passwords
+/// blank (each env has its own).
+fn key_values(
+    tpl: &TemplateSource,
+    given: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>> {
     let questions = crate::spec::questions::from_text(&tpl.origin, &tpl.text)?;
     let resolved = crate::spec::answers::resolve(&tpl.origin, &questions, given)
         .map_err(crate::service::answers_error)?;
@@ -101,12 +119,7 @@ pub fn key_of(tpl: &TemplateSource, given: &BTreeMap<String, String>) -> Result<
     for name in resolved.generated.keys() {
         values.insert(name.clone(), String::new());
     }
-    let text = serde_json::to_string(&values).unwrap_or_default();
-    let hash = format!("{:x}", Sha256::digest(text.as_bytes()));
-    Ok(Keyed {
-        key: format!("{}:{}#{}", tpl.name, tpl.version, &hash[..16]),
-        uses_env_name: tpl.text.contains("env_name"),
-    })
+    Ok(values)
 }
 
 /// Validates a pool and stores it (over one of the same name).
@@ -202,6 +215,8 @@ fn cold_reason(req: &CreateRequest) -> Option<&'static str> {
         Some("init-data")
     } else if !req.dirs.is_empty() {
         Some("dirs")
+    } else if !req.images.is_empty() {
+        Some("images")
     } else {
         None
     }
@@ -214,8 +229,57 @@ pub enum Outcome {
     Cold(String),
 }
 
-/// Takes a pooled env for the create if a pool matches its template version and answers;
-/// else says why not (and counts the miss against the pool of its template, if any).
+/// The pool a create takes from, its key, and what the take applies.
+struct Picked<'a> {
+    pool: &'a PoolRow,
+    key: String,
+    applied: Option<Applied>,
+}
+
+/// The pool a create may take from: one of the same key, else one whose answers differ
+/// only in what the pods' `on_change` applies (then with that change); or why none.
+fn pick<'a>(
+    catalog: &Catalog,
+    tpl: &TemplateSource,
+    req: &CreateRequest,
+    mine: &[&'a PoolRow],
+) -> Result<std::result::Result<Picked<'a>, &'static str>> {
+    let keyed = key_of(tpl, &req.answers)?;
+    let mut reason = "answers";
+    let mut near = None;
+    for p in mine {
+        let Ok(t) = catalog.get(&p.template) else {
+            continue;
+        };
+        let Ok(k) = key_of(&t, &p.answers) else {
+            continue;
+        };
+        if k.key == keyed.key {
+            return Ok(Ok(Picked {
+                pool: p,
+                key: k.key,
+                applied: None,
+            }));
+        }
+        if t.version != tpl.version {
+            reason = "version";
+        } else if near.is_none()
+            && let Ok(Some(a)) = applied::applicable(&t, &p.answers, &req.answers)
+        {
+            near = Some(Picked {
+                pool: p,
+                key: k.key,
+                applied: Some(a),
+            });
+        }
+    }
+    Ok(near.ok_or(reason))
+}
+
+/// Takes a pooled env for the create if a pool matches its template version and answers
+/// (or differs only in answers the pods' `on_change` applies: they are applied before
+/// the handover); else says why not (and counts the miss against the pool of its
+/// template, if any).
 pub async fn take(
     store: &Store,
     catalog: &Catalog,
@@ -233,55 +297,44 @@ pub async fn take(
     if mine.is_empty() {
         return Ok(Outcome::Cold(format!("no warm pool of {}", tpl.name)));
     }
-    let keyed = key_of(tpl, &req.answers)?;
-    let mut reason = "answers";
-    let mut matched: Option<&PoolRow> = None;
-    for p in &mine {
-        let Ok(t) = catalog.get(&p.template) else {
-            continue;
-        };
-        if key_of(&t, &p.answers).is_ok_and(|k| k.key == keyed.key) {
-            matched = Some(p);
-            break;
-        }
-        if t.version != tpl.version {
-            reason = "version";
-        }
-    }
-    let pool = match matched {
-        Some(p) => {
-            let why = if keyed.uses_env_name {
-                Some("env-name")
-            } else {
-                cold_reason(req)
-            };
-            if let Some(why) = why {
-                store.count_miss(&p.name, why).await?;
-                return Ok(Outcome::Cold(format!(
-                    "warm pool {} not used: {why}",
-                    p.name
-                )));
-            }
-            p
-        }
-        None => {
-            let p = mine[0];
-            store.count_miss(&p.name, reason).await?;
+    let Picked { pool, key, applied } = match pick(catalog, tpl, req, &mine)? {
+        Ok(picked) => picked,
+        Err(reason) => {
+            store.count_miss(&mine[0].name, reason).await?;
             return Ok(Outcome::Cold(format!(
                 "no warm pool of {} with these {reason}",
                 tpl.name
             )));
         }
     };
+    let why = if tpl.text.contains("env_name") {
+        Some("env-name")
+    } else {
+        cold_reason(req)
+    };
+    if let Some(why) = why {
+        store.count_miss(&pool.name, why).await?;
+        return Ok(Outcome::Cold(format!(
+            "warm pool {} not used: {why}",
+            pool.name
+        )));
+    }
+    let change = applied.as_ref().map(|a| TakeChange {
+        given: &a.given,
+        pool_given: &a.pool_given,
+        changed: &a.changed,
+        pods: &a.pods,
+    });
     let t = Take {
         pool: &pool.name,
-        key: &keyed.key,
+        key: &key,
         name,
         env_key: req.key.as_deref(),
         owner,
         labels: &req.labels,
         expires_at,
         keep_on_failure: req.keep_on_failure,
+        change,
     };
     match store.take_pooled(&t).await? {
         Some(created) => Ok(Outcome::Taken(Box::new(created))),
@@ -292,14 +345,15 @@ pub async fn take(
     }
 }
 
-/// Records one env for the pool (`requested`; the caller kicks it).
+/// Records one env for the pool (`requested`; the caller kicks it), unless the pool is
+/// full or a pool env is being built by now (another instance's refill): then none.
 async fn build_one(
     store: &Store,
     tpl: &TemplateSource,
     pool: &PoolRow,
     key: &str,
     limits: &Limits,
-) -> Result<String> {
+) -> Result<Option<String>> {
     let id = uuid::Uuid::now_v7().to_string();
     let name = format!("pool-{}-{}", tpl.name, short_id(&id));
     let answers = crate::spec::answers::complete(&tpl.origin, &tpl.text, &pool.answers)?;
@@ -325,9 +379,10 @@ async fn build_one(
         clone_of: None,
         with_data: false,
     };
-    match store.create_env_in(new, Some(key)).await? {
-        Created::New(env) | Created::Existing(env) => Ok(env.id),
-    }
+    let made = store
+        .create_pool_env(&new, &pool.name, key, pool.min)
+        .await?;
+    Ok(made.then_some(new.id))
 }
 
 /// The refill: what it needs and how often it looks.
@@ -412,9 +467,10 @@ impl Refill {
                 tracing::debug!(pool = %p.name, "warm pool: over its budget, not refilling");
                 continue;
             }
-            let id = build_one(store, t, p, key, &self.limits).await?;
-            tracing::info!(pool = %p.name, env = %id, "warm pool: building one");
-            self.engine.kick(&id);
+            if let Some(id) = build_one(store, t, p, key, &self.limits).await? {
+                tracing::info!(pool = %p.name, env = %id, "warm pool: building one");
+                self.engine.kick(&id);
+            }
             return Ok(());
         }
         Ok(())

@@ -129,6 +129,12 @@ pub struct ServeArgs {
     /// Memory all pooled envs may hold together, e.g. 8g (default: no bound).
     #[arg(long, env = "ENVD_POOL_BUDGET_MEMORY")]
     pool_budget_memory: Option<String>,
+    /// How often the warm pools' refill looks at their sizes (default 1s).
+    #[arg(long, env = "ENVD_POOL_TICK")]
+    pool_tick: Option<String>,
+    /// How often every pooled env's pods are probed; a failing one is replaced (default 30s).
+    #[arg(long, env = "ENVD_POOL_HEALTH_EVERY")]
+    pool_health_every: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -166,6 +172,8 @@ struct FileConfig {
     pools: Option<Vec<envd::pool::PoolSpec>>,
     pool_budget_cpus: Option<f64>,
     pool_budget_memory: Option<String>,
+    pool_tick: Option<String>,
+    pool_health_every: Option<String>,
     /// `[registry]`: port for nodes, upload cap and quota, and `[registry.registries."host"]`
     /// with each registry's URL and credentials (kept here only).
     registry: Option<envd::engine::registry::RegistryConfig>,
@@ -185,6 +193,9 @@ pub struct Config {
     pub limits: Limits,
     pub pools: Vec<envd::pool::PoolSpec>,
     pub pool_budget: envd::pool::Budget,
+    /// The refill's look at the pools, and its probe of every pooled env.
+    pub pool_tick: Duration,
+    pub pool_health_every: Duration,
 }
 
 fn resolve(a: ServeArgs) -> anyhow::Result<Config> {
@@ -362,9 +373,25 @@ fn resolve(a: ServeArgs) -> anyhow::Result<Config> {
             None => None,
         },
     };
+    let pool_tick = dur(
+        "pool_tick",
+        a.pool_tick.or(file.pool_tick),
+        Duration::from_secs(1),
+    )?;
+    let pool_health_every = dur(
+        "pool_health_every",
+        a.pool_health_every.or(file.pool_health_every),
+        Duration::from_secs(30),
+    )?;
+    anyhow::ensure!(
+        pool_tick >= Duration::from_millis(100) && pool_health_every >= Duration::from_secs(1),
+        "pool_tick: at least 100ms; pool_health_every: at least 1s (each look costs queries and probes)"
+    );
     Ok(Config {
         pools,
         pool_budget,
+        pool_tick,
+        pool_health_every,
         no_auth: a.no_auth,
         auth,
         quotas,
@@ -480,8 +507,8 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             limits: state.limits.clone(),
             quotas: cfg.quotas.clone(),
             budget: cfg.pool_budget.clone(),
-            tick: Duration::from_secs(1),
-            health_every: Duration::from_secs(30),
+            tick: cfg.pool_tick,
+            health_every: cfg.pool_health_every,
         }
         .run(),
     );
@@ -629,15 +656,20 @@ mod tests {
         let file = dir.path().join("envd.toml");
         std::fs::write(
             &file,
-            "pool_budget_memory = \"8g\"\n[[pools]]\ntemplate = \"full\"\nmin = 2\nmax = 3\nanswers = { app_replicas = 2 }\n",
+            "pool_budget_memory = \"8g\"\npool_health_every = \"2m\"\n[[pools]]\ntemplate = \"full\"\nmin = 2\nmax = 3\nanswers = { app_replicas = 2 }\n",
         )
         .unwrap();
         let cfg = resolve(ServeArgs {
             config: Some(file.clone()),
             pools: vec!["minimal=1".into(), "minimal:1=0:2".into()],
+            pool_tick: Some("500ms".into()),
             ..Default::default()
         })
         .unwrap();
+        assert_eq!(
+            (cfg.pool_tick, cfg.pool_health_every),
+            (Duration::from_millis(500), Duration::from_secs(120))
+        );
         let got: Vec<(&str, u32, Option<u32>)> = cfg
             .pools
             .iter()

@@ -339,46 +339,100 @@ pub fn endpoints(env: &Env) -> BTreeMap<String, Endpoint> {
         .collect()
 }
 
-/// What a view of an env renders (its endpoints while live, its answers with passwords
-/// masked),
-/// remembered by everything the render reads: a listing renders each env's template once,
-/// not at every request.
-pub fn view_parts(env: &Env) -> (BTreeMap<String, Endpoint>, BTreeMap<String, String>) {
-    use std::collections::HashMap;
-    use std::hash::{DefaultHasher, Hash, Hasher};
-    use std::sync::{LazyLock, Mutex};
-    type Parts = (BTreeMap<String, Endpoint>, BTreeMap<String, String>);
-    static SEEN: LazyLock<Mutex<HashMap<u64, Parts>>> = LazyLock::new(Default::default);
+/// What a view of an env renders: its endpoints while live, its answers with passwords
+/// masked.
+pub type ViewParts = (BTreeMap<String, Endpoint>, BTreeMap<String, String>);
+
+/// The rendered parts of live envs' views, by env id, each kept with the exact inputs it
+/// was rendered from: a listing renders each env's template once, not at every request,
+/// and a part is only ever shown for the env and the inputs it was made of. A finished
+/// env's entry goes (its view has no endpoints and is rarely asked for).
+#[derive(Default)]
+pub struct Views {
+    seen: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<Rendered>>>,
+}
+
+/// One env's parts and what they were rendered from (the template source of an env id
+/// never changes, but it is compared all the same: a few KB, cheaper than a render).
+struct Rendered {
+    name: String,
+    template: String,
+    template_src: String,
+    answers: BTreeMap<String, String>,
+    node_ip: Option<String>,
+    parts: ViewParts,
+}
+
+impl Rendered {
+    fn made_of(&self, env: &Env) -> bool {
+        self.name == env.name
+            && self.node_ip == env.node_ip
+            && self.template == env.template
+            && self.answers == env.answers
+            && self.template_src == env.template_src
+    }
+}
+
+impl Views {
     /// Enough for every live env of a busy host; past it, the cache starts over.
     const MAX: usize = 4096;
-    let mut h = DefaultHasher::new();
-    (
-        &env.id,
-        &env.name,
-        &env.template,
-        &env.template_src,
-        &env.answers,
-        &env.node_ip,
-        env.state.is_final(),
-    )
-        .hash(&mut h);
-    let key = h.finish();
-    if let Some(p) = SEEN.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
-        return p.clone();
-    }
-    // A finished env has no endpoints any more.
-    let parts = (
+
+    /// The env's view parts, rendered once per change of what they are made of.
+    pub fn parts(&self, env: &Env) -> ViewParts {
         if env.state.is_final() {
-            BTreeMap::new()
-        } else {
-            endpoints(env)
-        },
-        crate::spec::answers::shown_of(&env.template, &env.template_src, &env.answers),
-    );
-    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
-    if seen.len() >= MAX {
-        seen.clear();
+            self.forget(&env.id);
+            return view_parts(env);
+        }
+        let hit = self.lock().get(&env.id).cloned();
+        if let Some(r) = hit.filter(|r| r.made_of(env)) {
+            return r.parts.clone();
+        }
+        let rendered = Rendered {
+            name: env.name.clone(),
+            template: env.template.clone(),
+            template_src: env.template_src.clone(),
+            answers: env.answers.clone(),
+            node_ip: env.node_ip.clone(),
+            parts: view_parts(env),
+        };
+        let parts = rendered.parts.clone();
+        let mut seen = self.lock();
+        if seen.len() >= Self::MAX && !seen.contains_key(&env.id) {
+            seen.clear();
+        }
+        seen.insert(env.id.clone(), std::sync::Arc::new(rendered));
+        parts
     }
-    seen.insert(key, parts.clone());
-    parts
+
+    /// Drops what was rendered for env `id` (it is gone).
+    pub fn forget(&self, id: &str) {
+        self.lock().remove(id);
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, std::sync::Arc<Rendered>>>
+    {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Renders an env's view parts (see [`Views::parts`] for the cached way).
+pub fn view_parts(env: &Env) -> ViewParts {
+    // A finished env has no endpoints any more.
+    let endpoints = if env.state.is_final() {
+        BTreeMap::new()
+    } else {
+        endpoints(env)
+    };
+    let shown = crate::spec::answers::shown_of(&env.template, &env.template_src, &env.answers);
+    (endpoints, shown)
 }

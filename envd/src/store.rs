@@ -98,12 +98,64 @@ pub enum Created {
     Existing(Env),
 }
 
+/// What a listing shows: live envs (not gone or failed) unless a `state` or `all` says
+/// otherwise, newest first, at most `limit` of them after `after`.
 #[derive(Debug, Default, Clone)]
 pub struct EnvFilter {
     pub state: Option<State>,
     pub owner: Option<String>,
     pub key: Option<String>,
     pub label: Option<(String, String)>,
+    /// Finished envs (gone, failed) too: the history.
+    pub all: bool,
+    /// At most this many (none: every match).
+    pub limit: Option<u32>,
+    /// Only envs listed after this one (the last of the previous page).
+    pub after: Option<Cursor>,
+}
+
+/// Where a page of a listing ends: the (created_at, id) of its last env, the sort key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub created_at: i64,
+    pub id: String,
+}
+
+impl Cursor {
+    pub fn of(env: &Env) -> Cursor {
+        Cursor {
+            created_at: env.created_at,
+            id: env.id.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.created_at, self.id)
+    }
+}
+
+impl std::str::FromStr for Cursor {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Cursor> {
+        let bad = || {
+            Error::invalid(
+                "query",
+                "cursor",
+                "not a cursor of this listing; take it from the previous page's Link header",
+            )
+        };
+        let (at, id) = s.split_once('.').ok_or_else(bad)?;
+        let created_at = at.parse().map_err(|_| bad())?;
+        if id.is_empty() || id.len() > 64 {
+            return Err(bad());
+        }
+        Ok(Cursor {
+            created_at,
+            id: id.to_string(),
+        })
+    }
 }
 
 #[derive(Clone)]
@@ -124,6 +176,13 @@ pub fn now_ms() -> i64 {
 macro_rules! env_columns {
     () => {
         "id, name, env_key, owner, template, template_src, answers, labels, state, desired, step, error, node_ip, keep_on_failure, created_at, updated_at, ready_at, expires_at, init, clone_of, with_data, pool, host_name"
+    };
+}
+
+/// [`env_columns`] without the init data, for listings.
+macro_rules! list_columns {
+    () => {
+        "id, name, env_key, owner, template, template_src, answers, labels, state, desired, step, error, node_ip, keep_on_failure, created_at, updated_at, ready_at, expires_at, '{}' AS init, clone_of, with_data, pool, host_name"
     };
 }
 
@@ -310,13 +369,40 @@ impl Store {
         }
     }
 
+    /// Envs as `f` says, newest first; their init data is left out (a listing never
+    /// shows it, and it may be megabytes).
     pub async fn list(&self, f: &EnvFilter) -> Result<Vec<Env>> {
-        let rows = sqlx::query(concat!("SELECT ", env_columns!(), " FROM envs WHERE ($1 = '' OR state = $1) AND ($2 = '' OR owner = $2) AND ($3 = '' OR env_key = $3) ORDER BY created_at DESC"))
-        .bind(f.state.map(|s| s.as_str()).unwrap_or(""))
-        .bind(f.owner.clone().unwrap_or_default())
-        .bind(f.key.clone().unwrap_or_default())
-        .fetch_all(&self.pool)
-        .await?;
+        // A label filter is applied here, after the query: the limit too, then.
+        let sql_limit = match (f.limit, &f.label) {
+            (Some(n), None) => i64::from(n),
+            _ => i64::MAX,
+        };
+        let (after_at, after_id) = match &f.after {
+            Some(c) => (c.created_at, c.id.as_str()),
+            None => (i64::MAX, ""),
+        };
+        // Two texts rather than a parameter for "live only": with a bound value beside the
+        // partial indexes' `state NOT IN (...)`, SQLite was seen preparing the statement
+        // again at every run (likely checking whether the value lets it use them).
+        macro_rules! listing {
+            ($live:literal) => {
+                concat!("SELECT ", list_columns!(), " FROM envs WHERE ($1 = '' OR state = $1) AND ($2 = '' OR owner = $2) AND ($3 = '' OR env_key = $3)", $live, " AND (created_at < $4 OR (created_at = $4 AND id < $5)) ORDER BY created_at DESC, id DESC LIMIT $6")
+            };
+        }
+        let sql = if f.all || f.state.is_some() {
+            listing!("")
+        } else {
+            listing!(" AND state NOT IN ('gone', 'failed')")
+        };
+        let rows = sqlx::query(sql)
+            .bind(f.state.map(|s| s.as_str()).unwrap_or(""))
+            .bind(f.owner.clone().unwrap_or_default())
+            .bind(f.key.clone().unwrap_or_default())
+            .bind(after_at)
+            .bind(after_id)
+            .bind(sql_limit)
+            .fetch_all(&self.pool)
+            .await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             let env = env_from_row(r)?;
@@ -326,6 +412,9 @@ impl Store {
                 continue;
             }
             out.push(env);
+            if f.limit.is_some_and(|n| out.len() >= n as usize) {
+                break;
+            }
         }
         Ok(out)
     }
@@ -817,7 +906,7 @@ mod claims;
 mod config;
 mod pools;
 pub use config::{ConfigChange, NewChange};
-pub use pools::{PoolMember, PoolRow, Take};
+pub use pools::{PoolMember, PoolRow, Take, TakeChange};
 mod audit;
 mod jobs;
 mod tokens;

@@ -1,7 +1,9 @@
 //! Warm pools on the real engine (issue 16): pool `minimal` min 2 fills; two concurrent
 //! creates both take (distinct envs, `claimed`), their endpoints answer, the pool refills;
 //! other answers build cold; a pooled env whose node was killed is replaced; min 0 drains
-//! and leaves nothing. Leases from 10.213.160.0/24.
+//! and leaves nothing (leases from 10.213.160.0/24). A create whose Redis password differs
+//! from the pool's only in a config file takes a pooled env that restarts with it before
+//! the handover (10.213.190.0/24).
 
 mod common;
 
@@ -244,4 +246,115 @@ async fn a_pool_fills_is_taken_refills_replaces_a_killed_env_and_drains() {
         (Some(0), Some(0))
     );
     assert_eq!(p["claims"], 2);
+}
+
+/// Redis whose password is in its config file: a new one is applied by a restart.
+const CONF_REDIS: &str = r#"
+name: confredis
+version: "1"
+variables:
+  - variable: redis_password
+    type: password
+    default: envd-redis
+pods:
+  - name: redis
+    ports: [6379]
+    on_change: restart
+    containers:
+      - name: redis
+        image: envd/redis:latest
+        command: [redis-server, /etc/redis/envd.conf]
+        files:
+          - path: /etc/redis/envd.conf
+            content: |
+              bind 0.0.0.0
+              protected-mode no
+              port 6379
+              requirepass {{ redis_password }}
+    ready: { kind: redis, port: 6379, password: "{{ redis_password }}", deadline: 30s }
+    endpoint:
+      port: 6379
+      url: "redis://:{{ redis_password }}@{{ node_ip }}:6379/0"
+"#;
+
+#[tokio::test]
+async fn a_password_in_a_config_file_is_applied_to_a_pooled_env_before_the_handover() {
+    let templates = common::harness::template_dir("confredis", CONF_REDIS);
+    let Some(s) = serve(190, Some(templates.path().to_path_buf())).await else {
+        return;
+    };
+    let guard = common::Guard::default();
+    tokio::spawn(
+        envd::pool::Refill {
+            engine: s.engine.clone(),
+            catalog: envd::catalog::Catalog::new(Some(templates.path().to_path_buf())),
+            limits: envd::service::Limits::default(),
+            quotas: Default::default(),
+            budget: Default::default(),
+            tick: Duration::from_millis(200),
+            health_every: Duration::from_secs(3600),
+        }
+        .run(),
+    );
+    let base = &s.base;
+    let (status, _, v) = call(
+        Method::PUT,
+        &format!("{base}/v1/pools/confredis"),
+        Some(&json!({"template": "confredis", "min": 1}).to_string()),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let t = Instant::now();
+    let pooled = loop {
+        let members = s.engine.store.pool_members().await.unwrap();
+        if let [m] = members.as_slice()
+            && m.state == State::Pooled
+        {
+            break m.id.clone();
+        }
+        assert!(t.elapsed() < Duration::from_secs(240), "pool never filled");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    guard.watch(&pooled);
+
+    let (status, _, env) = call(
+        Method::POST,
+        &format!("{base}/v1/envs?wait=true"),
+        Some(
+            &json!({"template": "confredis", "answers": {"redis_password": "other-pw-2"}})
+                .to_string(),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{env}");
+    assert_eq!(env["state"], "ready", "{env}");
+    assert_eq!(env["id"], pooled.as_str(), "taken, not built cold");
+    let k = kinds(base, &pooled).await;
+    // The last of each: the pool's build recorded its own before the take.
+    let at = |step: &str| k.iter().rposition(|x| x == step).unwrap_or(usize::MAX);
+    assert!(at("claimed") < at("config:redis"), "{k:?}");
+    assert!(at("config:redis") < at("ready"), "{k:?}");
+    let ep = &env["endpoints"]["redis"];
+    redis_answers(
+        ep["host"].as_str().unwrap(),
+        ep["port"].as_u64().unwrap(),
+        "other-pw-2",
+    )
+    .await;
+
+    let (code, _, err) = common::envd(base, &["pool", "set", "confredis", "--min", "0"]).await;
+    assert_eq!(code, 0, "{err}");
+    s.engine.store.request_teardown(&pooled).await.unwrap();
+    s.engine.kick(&pooled);
+    let t = Instant::now();
+    loop {
+        let members = s.engine.store.pool_members().await.unwrap();
+        let env = s.engine.store.get(&pooled).await.unwrap();
+        if members.is_empty() && env.state.is_final() {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(120), "not drained");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_nothing_left(&s.engine, &pooled).await;
 }

@@ -42,7 +42,7 @@ pub(super) async fn clone_env(
         env
     };
     Ok(super::with_subject(
-        (StatusCode::CREATED, Json(EnvView::from(&env))).into_response(),
+        (StatusCode::CREATED, Json(s.view(&env))).into_response(),
         &env.id,
     ))
 }

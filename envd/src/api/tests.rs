@@ -175,3 +175,64 @@ async fn exec_and_followed_logs_answer_with_the_drivers_output() {
     let text = v.as_str().unwrap_or_default();
     assert!(text.contains("redis/redis | fake log (tail 3)"), "{text}");
 }
+
+#[tokio::test]
+async fn the_listing_shows_live_envs_by_page_and_the_history_when_asked() {
+    let (app, f) = app().await;
+    let mut made = vec![];
+    for _ in 0..3 {
+        let body = Some(json!({"template": "minimal"}));
+        let (status, v, _) = send(&app, "POST", "/v1/envs?wait=true", body).await;
+        assert_eq!(status, StatusCode::CREATED, "{v}");
+        made.push(v["id"].as_str().unwrap().to_string());
+    }
+    let gone = made.remove(0);
+    let (status, _, _) = send(&app, "DELETE", &format!("/v1/envs/{gone}?wait=true"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let ids = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let newest_first: Vec<String> = made.iter().rev().cloned().collect();
+    let (_, live, _) = send(&app, "GET", "/v1/envs", None).await;
+    assert_eq!(ids(&live), newest_first);
+    let (_, all, _) = send(&app, "GET", "/v1/envs?all=true", None).await;
+    assert_eq!(ids(&all).len(), 3);
+    let (_, history, _) = send(&app, "GET", "/v1/envs?state=gone", None).await;
+    assert_eq!(ids(&history), vec![gone.clone()]);
+    // The finished env's view was rendered, not kept; the live ones' are.
+    assert_eq!(f.engine.views.len(), 2);
+
+    // Pages of one, each pointing at the next while full.
+    let mut uri = "/v1/envs?limit=1".to_string();
+    let mut paged = vec![];
+    loop {
+        let req = Request::get(&uri).body(Body::empty()).unwrap();
+        let resp = app.clone().oneshot(req).await.unwrap();
+        let next = resp
+            .headers()
+            .get("link")
+            .map(|l| l.to_str().unwrap().to_string());
+        let (status, v, _) = parts(resp).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        paged.extend(ids(&v));
+        let Some(link) = next else { break };
+        let (target, rel) = link.split_once("; ").unwrap();
+        assert_eq!(rel, "rel=\"next\"");
+        uri = target.trim_matches(|c| c == '<' || c == '>').to_string();
+        assert!(paged.len() <= 3, "pages never end: {uri}");
+    }
+    assert_eq!(paged, newest_first);
+    for (uri, field) in [
+        ("/v1/envs?limit=0", "limit"),
+        ("/v1/envs?limit=1001", "limit"),
+        ("/v1/envs?cursor=nope", "cursor"),
+    ] {
+        let (status, v, _) = send(&app, "GET", uri, None).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{uri}: {v}");
+        assert_eq!(v["field"], field, "{uri}: {v}");
+    }
+}

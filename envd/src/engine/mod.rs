@@ -170,6 +170,8 @@ pub struct Engine {
     instance: String,
     /// Where nodes pull users' images from (uploads, cached registries).
     pub registry: Arc<registry::Registry>,
+    /// Envs' rendered endpoints and masked answers, for the API's views.
+    pub views: crate::service::Views,
 }
 
 impl Engine {
@@ -211,6 +213,7 @@ impl Engine {
             instance: format!("{}:{}", runner_name(), uuid::Uuid::now_v7()),
             runner: runner_name(),
             registry,
+            views: Default::default(),
             cfg,
         });
         let feed = registry::progress::PullFeed::new(engine.store.clone());

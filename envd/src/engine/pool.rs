@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use super::decide::{Action, Progress, decide};
 use super::{Engine, since_ms};
-use crate::error::Result;
-use crate::lifecycle::{EventKind, EventStep, State, Step};
+use crate::error::{Error, Result};
+use crate::lifecycle::{ChangeStatus, EventKind, EventStep, State, Step};
 use crate::spec::Pod;
 use crate::store::Env;
 
@@ -35,8 +35,9 @@ impl Engine {
         Ok(())
     }
 
-    /// A taken env's pods, all running: every readiness check once, at once; then each
-    /// recorded started and ready, and the pods done.
+    /// A taken env's pods, all running: the take's answers applied first when it had
+    /// other answers than the pool (its config generation 1), then every readiness check
+    /// once, at once; then each recorded started and ready, and the pods done.
     pub(super) async fn reprobe(
         &self,
         env: &Env,
@@ -44,6 +45,7 @@ impl Engine {
         names: &[String],
         done: &mut Progress,
     ) -> Result<()> {
+        self.apply_take_change(env).await?;
         let t = Instant::now();
         let checks = pods
             .iter()
@@ -86,6 +88,27 @@ impl Engine {
             .await?;
         done.pods_done = true;
         Ok(())
+    }
+
+    /// Applies the answers a take recorded for the env, if any are still open. A pod that
+    /// does not take them fails the create, as it would have failed a cold build (its
+    /// pods are back on the pool's answers meanwhile).
+    async fn apply_take_change(&self, env: &Env) -> Result<()> {
+        let Some(change) = self.store.open_change(&env.id).await? else {
+            return Ok(());
+        };
+        self.apply_change(env, &change).await?;
+        let done = self.store.change(&env.id, change.generation).await?;
+        if done.status == ChangeStatus::Applied {
+            return Ok(());
+        }
+        Err(Error::step(
+            "config",
+            format!(
+                "the warm pool's env did not take this create's answers: {}",
+                done.outcome.unwrap_or_default()
+            ),
+        ))
     }
 
     /// Fails a pooled env nobody took yet (its loop then tears it down).

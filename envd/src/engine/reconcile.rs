@@ -573,6 +573,7 @@ impl Engine {
         self.driver.free(env).await?;
         crate::faults::maybe_abort_after(Step::Freeing);
         self.store.release_lease(&env.id).await?;
+        self.views.forget(&env.id);
         let (end, step) = if env.error.is_some() {
             (State::Failed, Step::Failed)
         } else {

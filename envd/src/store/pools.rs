@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{Created, Env, Store, env_from_row, is_unique_violation, json, now_ms};
+use super::{Created, Env, NewEnv, Store, env_from_row, is_unique_violation, json, now_ms};
 use crate::error::{Error, Result};
 use crate::lifecycle::EventKind;
 
@@ -39,6 +39,21 @@ pub struct Take<'a> {
     pub labels: &'a BTreeMap<String, String>,
     pub expires_at: i64,
     pub keep_on_failure: bool,
+    /// Answers the take applies before the handover (a pool of other answers).
+    pub change: Option<TakeChange<'a>>,
+}
+
+/// Answers a take gives the env it takes, recorded as its config generation 1 (a pooled
+/// env never had one: only ready envs take changes) for its loop to apply.
+pub struct TakeChange<'a> {
+    /// The create's answers; the env keeps its generated passwords where these give none.
+    pub given: &'a BTreeMap<String, String>,
+    /// The pool's answers (the env's answers besides its generated passwords).
+    pub pool_given: &'a BTreeMap<String, String>,
+    /// Names of the answers that differ.
+    pub changed: &'a [String],
+    /// Pods they change (none: only the answers are recorded).
+    pub pods: &'a [String],
 }
 
 /// A live env built for a pool: its id, key and state.
@@ -110,6 +125,59 @@ impl Store {
             .collect()
     }
 
+    /// Records env `new` for the pool `pool` of key `key` (`requested`) if that pool
+    /// holds fewer than `min` live envs and builds none; false if not.
+    /// The check and the insert are one transaction that first writes the pool's row, so
+    /// refills of instances sharing the store take turns: none builds past the size, nor
+    /// two at once for a pool.
+    pub async fn create_pool_env(
+        &self,
+        new: &NewEnv,
+        pool: &str,
+        key: &str,
+        min: u32,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        // The row lock (PostgreSQL), the database's write lock (SQLite) until the end.
+        sqlx::query("UPDATE pools SET updated_at = updated_at WHERE name = $1")
+            .bind(pool)
+            .execute(&mut *tx)
+            .await?;
+        let row = sqlx::query("SELECT CAST(COUNT(*) AS BIGINT), CAST(COALESCE(SUM(CASE WHEN state <> 'pooled' THEN 1 ELSE 0 END), 0) AS BIGINT) FROM envs WHERE pool = $1 AND state NOT IN ('gone', 'failed') AND desired <> 'gone' AND error IS NULL")
+            .bind(key)
+            .fetch_one(&mut *tx)
+            .await?;
+        let (have, building): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+        if have >= i64::from(min) || building > 0 {
+            return Ok(false);
+        }
+        let now = now_ms();
+        sqlx::query(concat!("INSERT INTO envs (", env_columns!(), ") VALUES ($1, $2, NULL, $3, $4, $5, $6, $7, 'requested', 'ready', 'requested', NULL, NULL, 0, $8, $8, NULL, $9, $10, NULL, 0, $11, NULL)"))
+            .bind(&new.id)
+            .bind(&new.name)
+            .bind(&new.owner)
+            .bind(&new.template)
+            .bind(&new.template_src)
+            .bind(json(&new.answers))
+            .bind(json(&new.labels))
+            .bind(now)
+            .bind(new.expires_at)
+            .bind(serde_json::to_string(&new.init).unwrap_or_else(|_| "{}".into()))
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO events (env_id, at, step, message, duration_ms) VALUES ($1, $2, $3, $4, NULL)")
+            .bind(&new.id)
+            .bind(now)
+            .bind(EventKind::Requested.as_str())
+            .bind(format!("template {} (warm pool {pool})", new.template))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.changed(&new.id).await;
+        Ok(true)
+    }
+
     /// Envs of users' creates still being built cold (a refill waits for them).
     pub async fn cold_creating(&self) -> Result<i64> {
         let row = sqlx::query("SELECT COUNT(*) FROM envs WHERE pool IS NULL AND host_name IS NULL AND state IN ('requested', 'creating') AND desired <> 'gone'")
@@ -127,10 +195,10 @@ impl Store {
         let sql = if self.postgres {
             concat!(
                 take_sql!(),
-                " FOR UPDATE SKIP LOCKED) AND state = 'pooled' RETURNING id"
+                " FOR UPDATE SKIP LOCKED) AND state = 'pooled' RETURNING id, answers"
             )
         } else {
-            concat!(take_sql!(), ") AND state = 'pooled' RETURNING id")
+            concat!(take_sql!(), ") AND state = 'pooled' RETURNING id, answers")
         };
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
@@ -145,8 +213,8 @@ impl Store {
             .bind(now)
             .fetch_optional(&mut *tx)
             .await;
-        let id: String = match taken {
-            Ok(Some(row)) => row.try_get(0)?,
+        let (id, answers): (String, String) = match taken {
+            Ok(Some(row)) => (row.try_get(0)?, row.try_get(1)?),
             Ok(None) => return Ok(None),
             Err(e) if is_unique_violation(&e) => {
                 drop(tx);
@@ -162,11 +230,22 @@ impl Store {
             }
             Err(e) => return Err(e.into()),
         };
+        let mut message = format!("taken from warm pool {}", t.pool);
+        if let Some(c) = &t.change {
+            let before: BTreeMap<String, String> =
+                serde_json::from_str(&answers).unwrap_or_default();
+            let after = crate::pool::answers_after(&before, c.pool_given, c.given);
+            record_take_change(&mut tx, &id, c, &before, &after, now).await?;
+            message.push_str(&format!(
+                "; answers {} applied before the handover (config generation 1)",
+                c.changed.join(", ")
+            ));
+        }
         sqlx::query("INSERT INTO events (env_id, at, step, message, duration_ms) VALUES ($1, $2, $3, $4, NULL)")
             .bind(&id)
             .bind(now)
             .bind(EventKind::Claimed.as_str())
-            .bind(format!("taken from warm pool {}", t.pool))
+            .bind(message)
             .execute(&mut *tx)
             .await?;
         sqlx::query("UPDATE pools SET claims = claims + 1 WHERE name = $1")
@@ -271,6 +350,36 @@ impl Store {
     }
 }
 
+/// A take's answers: the env's, and its config generation 1 for the pods they change.
+async fn record_take_change(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: &str,
+    c: &TakeChange<'_>,
+    before: &BTreeMap<String, String>,
+    after: &BTreeMap<String, String>,
+    now: i64,
+) -> Result<()> {
+    if let Some(pod) = c.pods.first() {
+        let list = |v: &[String]| serde_json::to_string(v).unwrap_or_else(|_| "[]".into());
+        sqlx::query("INSERT INTO config_changes (env_id, generation, pod, answers_before, answers_after, changed, pods, status, outcome, created_at) VALUES ($1, 1, $2, $3, $4, $5, $6, 'pending', NULL, $7)")
+            .bind(id)
+            .bind(pod)
+            .bind(json(before))
+            .bind(json(after))
+            .bind(list(c.changed))
+            .bind(list(c.pods))
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+    }
+    sqlx::query("UPDATE envs SET answers = $2 WHERE id = $1")
+        .bind(id)
+        .bind(json(after))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
@@ -355,6 +464,7 @@ mod tests {
                     labels: &labels,
                     expires_at: now_ms() + 60_000,
                     keep_on_failure: false,
+                    change: None,
                 };
                 let s = s.clone();
                 async move { s.take_pooled(&t).await.unwrap() }
@@ -385,6 +495,54 @@ mod tests {
             let one = pooled.iter().next().unwrap();
             assert!(!s.discard_pooled(one, "x").await.unwrap());
             assert!(!s.drain_pooled(one).await.unwrap());
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_refills_build_one_env_at_a_time_and_never_past_the_size() {
+        for (s, _d) in stores().await {
+            let key = format!("minimal:1#{}", uuid::Uuid::now_v7().simple());
+            let pool = format!("p-{}", &key[key.len() - 8..]);
+            s.upsert_pool(&PoolRow {
+                name: pool.clone(),
+                template: "minimal".into(),
+                answers: BTreeMap::new(),
+                min: 2,
+                max: 2,
+                claims: 0,
+                misses: 0,
+                updated_at: 0,
+            })
+            .await
+            .unwrap();
+            // Ten refills (of as many instances) at once: one builds.
+            let tries = (0..10).map(|_| {
+                let (s, pool, key) = (s.clone(), pool.clone(), key.clone());
+                async move { s.create_pool_env(&new_env(), &pool, &key, 2).await.unwrap() }
+            });
+            let made = futures_util::future::join_all(tries).await;
+            assert_eq!(made.iter().filter(|m| **m).count(), 1, "{made:?}");
+            // Built: the next one may go; with two, none.
+            for m in s.pool_members().await.unwrap() {
+                if m.key == key {
+                    s.set_state(&m.id, State::Creating, Step::Pods, None)
+                        .await
+                        .unwrap();
+                    assert!(s.mark_pooled(&m.id).await.unwrap());
+                }
+            }
+            assert!(s.create_pool_env(&new_env(), &pool, &key, 2).await.unwrap());
+            for m in s.pool_members().await.unwrap() {
+                if m.key == key && m.state != State::Pooled {
+                    s.set_state(&m.id, State::Creating, Step::Pods, None)
+                        .await
+                        .unwrap();
+                    assert!(s.mark_pooled(&m.id).await.unwrap());
+                }
+            }
+            assert!(!s.create_pool_env(&new_env(), &pool, &key, 2).await.unwrap());
+            let mine = s.pool_members().await.unwrap();
+            assert_eq!(mine.iter().filter(|m| m.key == key).count(), 2);
         }
     }
 }

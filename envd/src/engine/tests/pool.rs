@@ -269,3 +269,144 @@ async fn a_take_is_one_statement_that_two_takes_never_share() {
         .count();
     assert_eq!(taken, 1);
 }
+
+/// A pod reloading its file on HUP beside one whose env comes from an answer.
+const CONF: &str = r#"
+name: conf
+version: "1"
+variables:
+  - variable: greeting
+    default: hello
+  - variable: tag
+    default: a
+pods:
+  - name: web
+    on_change: { signal: HUP }
+    containers:
+      - name: w
+        image: envd/redis:latest
+        files: [{ path: /etc/w.conf, content: "{{ greeting }}" }]
+    ready: { kind: exec, command: [test, -f, /etc/w.conf] }
+  - name: side
+    containers:
+      - name: s
+        image: envd/redis:latest
+        env: { TAG: "{{ tag }}" }
+"#;
+
+/// The fake engine with template `conf` in its catalog, and a pool of it (min 1) filled.
+async fn conf_pool() -> (Fake, tempfile::TempDir) {
+    let mut f = fake().await;
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("conf").join("1");
+    std::fs::create_dir_all(&t).unwrap();
+    std::fs::write(t.join("template.yaml"), CONF).unwrap();
+    f.catalog = crate::catalog::Catalog::new(Some(dir.path().to_path_buf()));
+    set_pool(&f, "conf", 1, &[]).await;
+    refill_to(&f, 1).await;
+    (f, dir)
+}
+
+async fn create_conf(f: &Fake, answers: &[(&str, &str)]) -> crate::store::Env {
+    let req = CreateRequest {
+        template: "conf".into(),
+        answers: answers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        owner: Some("alice".into()),
+        ..Default::default()
+    };
+    let Created::New(env) = service::create(&f.engine.store, &f.catalog, &Limits::default(), req)
+        .await
+        .unwrap()
+    else {
+        panic!("not new")
+    };
+    f.engine.kick(&env.id);
+    env
+}
+
+#[tokio::test]
+async fn answers_a_pod_takes_by_on_change_are_applied_to_a_pooled_env_before_the_handover() {
+    let (f, _dir) = conf_pool().await;
+    let pooled = f.engine.store.pool_members().await.unwrap()[0].id.clone();
+    let env = create_conf(&f, &[("greeting", "hi")]).await;
+    assert_eq!(env.id, pooled, "taken, not built cold");
+    let env = f.settled(&env.id).await;
+    assert_eq!(env.state, State::Ready, "{:?}", env.error);
+    assert_eq!(env.answers.get("greeting").map(String::as_str), Some("hi"));
+    // Claimed, then the change to pod web applied and waited ready, then every pod
+    // checked again, then ready: in that order.
+    let kinds = f.kinds(&env.id).await;
+    // The last of each: the pool's build recorded its own `pods` and `ready:*` before.
+    let at = |k: &str| kinds.iter().rposition(|x| x == k).unwrap_or(usize::MAX);
+    assert!(at("claimed") < at("config:web"), "{kinds:?}");
+    assert!(at("config:web") < at("pods"), "{kinds:?}");
+    assert!(at("pods") < at("ready"), "{kinds:?}");
+    assert!(!kinds.iter().any(|k| k == "cold"), "{kinds:?}");
+    let events = f.engine.store.events(&env.id, 0).await.unwrap();
+    let claimed = events.iter().find(|e| e.step == "claimed").unwrap();
+    assert!(
+        claimed.message.contains("answers greeting applied"),
+        "{}",
+        claimed.message
+    );
+    let change = f.engine.store.change(&env.id, 1).await.unwrap();
+    assert_eq!(change.status, crate::lifecycle::ChangeStatus::Applied);
+    assert_eq!(change.pods, vec!["web".to_string()]);
+    // The node and pods built once for the pool; web changed in place, side untouched.
+    assert_eq!(f.driver.count(&env, "create-node"), 1);
+    let changed: Vec<String> = f
+        .driver
+        .log()
+        .into_iter()
+        .filter(|l| l.contains(env.short_id()) && l.contains("change "))
+        .collect();
+    assert_eq!(changed.len(), 1, "{changed:?}");
+    assert!(changed[0].contains("change web"), "{changed:?}");
+    assert_eq!(
+        crate::pool::views(&f.engine.store, &f.catalog)
+            .await
+            .unwrap()[0]
+            .claims,
+        1
+    );
+}
+
+#[tokio::test]
+async fn answers_a_container_is_created_with_build_cold_and_say_why() {
+    let (f, _dir) = conf_pool().await;
+    let pooled = f.engine.store.pool_members().await.unwrap()[0].id.clone();
+    let env = create_conf(&f, &[("greeting", "hi"), ("tag", "b")]).await;
+    assert_ne!(env.id, pooled);
+    let events = f.engine.store.events(&env.id, 0).await.unwrap();
+    let cold = events
+        .iter()
+        .find(|e| e.step == "cold")
+        .expect("a cold event");
+    assert!(cold.message.contains("answers"), "{}", cold.message);
+    assert!(!events.iter().any(|e| e.step == "claimed"));
+    assert_eq!(f.settled(&env.id).await.state, State::Ready);
+    assert_eq!(
+        f.engine.store.pool_misses().await.unwrap(),
+        vec![("conf".into(), "answers".into(), 1)]
+    );
+}
+
+#[tokio::test]
+async fn a_pooled_env_whose_pod_refuses_the_answers_fails_the_create() {
+    let (f, _dir) = conf_pool().await;
+    f.driver
+        .set_readiness("web", Readiness::FailsWith("refused-greeting".into()));
+    let env = create_conf(&f, &[("greeting", "refused-greeting")]).await;
+    let env = f.until(&env.id, |e| e.state.is_final()).await;
+    assert_eq!(env.state, State::Failed);
+    let error = env.error.unwrap_or_default();
+    assert!(
+        error.contains("did not take this create's answers"),
+        "{error}"
+    );
+    let change = f.engine.store.change(&env.id, 1).await.unwrap();
+    assert_eq!(change.status, crate::lifecycle::ChangeStatus::RolledBack);
+}

@@ -1,4 +1,5 @@
-// The env list: fetched from /v1/envs, filtered here, refreshed every 2 s; countdowns tick.
+// The env list: fetched from /v1/envs (live envs; with the history when the state filter
+// asks for it), filtered here, refreshed every 2 s; countdowns tick.
 "use strict";
 (() => {
   const { api, el, copyButton, ago, countdown, stateBadge, LIVE } = envd;
@@ -59,7 +60,9 @@
 
   async function load() {
     try {
-      envs = await api("GET", "/v1/envs");
+      // Live envs unless the state filter asks for the history (gone, failed) too.
+      const history = f.state.value !== "" && !LIVE.includes(f.state.value);
+      envs = await api("GET", `/v1/envs?limit=1000${history ? "&all=true" : ""}`);
       envs.sort((a, b) => b.created_at.localeCompare(a.created_at));
       fillSelect(f.template, [...new Set(envs.map((e) => e.template.split(":")[0]))].sort());
       fillSelect(f.owner, [...new Set(envs.map((e) => e.owner))].sort());
@@ -70,6 +73,7 @@
   }
 
   for (const input of Object.values(f)) input.addEventListener("input", render);
+  f.state.addEventListener("change", load);
   document.getElementById("filters").addEventListener("submit", (ev) => ev.preventDefault());
   load();
   setInterval(load, 2000);
