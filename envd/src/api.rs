@@ -642,6 +642,7 @@ struct ListParams {
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
     /// Where the page starts: from the previous page's `Link` header.
+    #[param(pattern = "^[0-9]{1,18}\\.[0-9a-z-]{1,64}$")]
     cursor: Option<String>,
 }
 

@@ -146,11 +146,18 @@ impl std::str::FromStr for Cursor {
                 "not a cursor of this listing; take it from the previous page's Link header",
             )
         };
+        // What the schema says too: `^[0-9]{1,18}\.[0-9a-z-]{1,64}$`.
         let (at, id) = s.split_once('.').ok_or_else(bad)?;
-        let created_at = at.parse().map_err(|_| bad())?;
-        if id.is_empty() || id.len() > 64 {
+        let digits = !at.is_empty() && at.len() <= 18 && at.bytes().all(|b| b.is_ascii_digit());
+        let id_ok = !id.is_empty()
+            && id.len() <= 64
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase() || b == b'-');
+        if !digits || !id_ok {
             return Err(bad());
         }
+        let created_at = at.parse().map_err(|_| bad())?;
         Ok(Cursor {
             created_at,
             id: id.to_string(),
