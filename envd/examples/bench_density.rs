@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 
 use envd::catalog::Catalog;
 use envd::engine::Engine;
-use envd::service::{self, CreateRequest, Limits};
-use envd::store::{Created, State};
+use envd::store::State;
 
 /// `MemAvailable` of the host, in bytes.
 fn available() -> anyhow::Result<u64> {
@@ -69,19 +68,8 @@ async fn measure(
     let rss_before = rss();
     let t = Instant::now();
     for i in 0..n {
-        let req = CreateRequest {
-            template: "full".into(),
-            owner: Some("admin".into()),
-            ..Default::default()
-        };
-        let Created::New(env) =
-            service::create(&engine.store, catalog, &Limits::default(), req).await?
-        else {
-            anyhow::bail!("not new")
-        };
         // Two at a time: this host has two cores.
-        engine.kick(&env.id);
-        ids.push(env.id);
+        ids.push(common::create_full(engine, catalog).await?);
         if i % 2 == 1 || i + 1 == n {
             for id in &ids[ids.len().saturating_sub(2)..] {
                 wait_ready(engine, id).await?;

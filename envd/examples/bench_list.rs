@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use envd::catalog::Catalog;
 use envd::engine::{Engine, EngineConfig, FakeDriver};
-use envd::service::{self, CreateRequest, Limits};
-use envd::store::{Created, State, Store};
+use envd::store::{State, Store};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -31,14 +30,14 @@ async fn main() -> anyhow::Result<()> {
 
     // History first (older), then the live ones.
     for _ in 0..history {
-        let id = create(&engine, &catalog).await?;
+        let id = common::create_full(&engine, &catalog).await?;
         settle(&engine, &id, State::Ready).await?;
         engine.store.request_teardown(&id).await?;
         engine.kick(&id);
         settle(&engine, &id, State::Gone).await?;
     }
     for _ in 0..n {
-        let id = create(&engine, &catalog).await?;
+        let id = common::create_full(&engine, &catalog).await?;
         settle(&engine, &id, State::Ready).await?;
     }
     let url = format!("http://{addr}/v1/envs");
@@ -80,21 +79,6 @@ async fn main() -> anyhow::Result<()> {
         whoami.0, whoami.1
     );
     Ok(())
-}
-
-async fn create(engine: &Arc<Engine>, catalog: &Catalog) -> anyhow::Result<String> {
-    let req = CreateRequest {
-        template: "full".into(),
-        owner: Some("admin".into()),
-        ..Default::default()
-    };
-    let Created::New(env) =
-        service::create(&engine.store, catalog, &Limits::default(), req).await?
-    else {
-        anyhow::bail!("not new")
-    };
-    engine.kick(&env.id);
-    Ok(env.id)
 }
 
 async fn settle(engine: &Engine, id: &str, want: State) -> anyhow::Result<()> {

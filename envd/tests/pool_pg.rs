@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::http::{admin_token, call};
+use common::pg::own_database;
 use common::serve::{Serve, free_port};
 use envd::store::{State, Store};
 use reqwest::Method;
@@ -214,47 +215,4 @@ async fn two_envd_on_one_postgres_take_from_one_pool_and_refill_it_once() {
     let _ = std::process::Command::new("ip")
         .args(["link", "del", BRIDGE])
         .status();
-}
-
-/// A PostgreSQL database of a test's own on ENVD_TEST_POSTGRES_URL's server.
-struct OwnDatabase {
-    url: String,
-    name: String,
-    admin: sqlx::PgPool,
-}
-
-impl OwnDatabase {
-    async fn drop(self) {
-        let q = format!("DROP DATABASE {} WITH (FORCE)", self.name);
-        sqlx::query(sqlx::AssertSqlSafe(q))
-            .execute(&self.admin)
-            .await
-            .unwrap();
-    }
-}
-
-/// A fresh database named `<prefix>_<pid>`; None (a failure under CI=true) when no
-/// server is given.
-async fn own_database(prefix: &str) -> Option<OwnDatabase> {
-    let Ok(pg) = std::env::var("ENVD_TEST_POSTGRES_URL") else {
-        assert!(
-            !common::in_ci(),
-            "CI=true but ENVD_TEST_POSTGRES_URL is not set: run through scripts/test"
-        );
-        eprintln!("skipped: ENVD_TEST_POSTGRES_URL unset");
-        return None;
-    };
-    let name = format!("{prefix}_{}", std::process::id());
-    let admin = sqlx::PgPool::connect(&pg).await.unwrap();
-    for q in [
-        format!("DROP DATABASE IF EXISTS {name}"),
-        format!("CREATE DATABASE {name}"),
-    ] {
-        sqlx::query(sqlx::AssertSqlSafe(q))
-            .execute(&admin)
-            .await
-            .unwrap();
-    }
-    let url = format!("{}/{name}", pg.rsplit_once('/').unwrap().0);
-    Some(OwnDatabase { url, name, admin })
 }

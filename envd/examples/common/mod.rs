@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use envd::catalog::Catalog;
 use envd::engine::{Engine, EngineConfig};
-use envd::store::Store;
+use envd::service::{self, CreateRequest, Limits};
+use envd::store::{Created, Store};
 
 /// A whole number from the environment variable `var` (e.g. `RUNS`, `N`), else `default`.
 pub fn count(var: &str, default: usize) -> usize {
@@ -146,4 +147,22 @@ pub fn print_wrk(out: &str, build: &str) {
         .map(|v| v.trim().to_string())
         .unwrap_or_default();
     println!("| GET /v1/envs requests/s | {rps} |");
+}
+
+/// A `full` env of owner `admin` asked for and its loop started; its id.
+// Only the density and list benches create this way.
+#[allow(dead_code)]
+pub async fn create_full(engine: &Arc<Engine>, catalog: &Catalog) -> anyhow::Result<String> {
+    let req = CreateRequest {
+        template: "full".into(),
+        owner: Some("admin".into()),
+        ..Default::default()
+    };
+    let Created::New(env) =
+        service::create(&engine.store, catalog, &Limits::default(), req).await?
+    else {
+        anyhow::bail!("not new")
+    };
+    engine.kick(&env.id);
+    Ok(env.id)
 }

@@ -109,14 +109,19 @@ impl Engine {
         let affected = affected(&old_pods, &new_pods, &change.pod);
         let changed = change.changed.join(", ");
         if affected.is_empty() {
-            let note = "unchanged".to_string();
-            self.store
-                .finish_change(&env.id, change.generation, ChangeStatus::Applied, &note)
-                .await?;
+            let note = "unchanged";
             let msg = format!("answers {changed} changed: {note}");
             return self
                 .store
-                .event(&env.id, step, &msg, Some(t.elapsed()))
+                .finish_change_recorded(
+                    &env.id,
+                    change.generation,
+                    ChangeStatus::Applied,
+                    note,
+                    step,
+                    &msg,
+                    Some(t.elapsed()),
+                )
                 .await;
         }
         let mut why = change.outcome.clone().unwrap_or_default();
@@ -145,13 +150,18 @@ impl Engine {
             crate::faults::maybe_abort_after(Step::Config);
             let Some(reason) = failed else {
                 let action = actions.join("; ");
-                self.store
-                    .finish_change(&env.id, change.generation, ChangeStatus::Applied, &action)
-                    .await?;
                 let msg = format!("answers {changed} changed: {action}");
                 return self
                     .store
-                    .event(&env.id, step, &msg, Some(t.elapsed()))
+                    .finish_change_recorded(
+                        &env.id,
+                        change.generation,
+                        ChangeStatus::Applied,
+                        &action,
+                        step,
+                        &msg,
+                        Some(t.elapsed()),
+                    )
                     .await;
             };
             self.store.begin_rollback(change, &reason).await?;
@@ -170,17 +180,17 @@ impl Engine {
             Err(e) => format!("going back to the previous answers failed too: {e}"),
         };
         let outcome = format!("{why}; {back}");
+        let msg = format!("answers {changed} not taken: {outcome}");
         self.store
-            .finish_change(
+            .finish_change_recorded(
                 &env.id,
                 change.generation,
                 ChangeStatus::RolledBack,
                 &outcome,
+                step,
+                &msg,
+                Some(t.elapsed()),
             )
-            .await?;
-        let msg = format!("answers {changed} not taken: {outcome}");
-        self.store
-            .event(&env.id, step, &msg, Some(t.elapsed()))
             .await
     }
 

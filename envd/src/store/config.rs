@@ -2,13 +2,14 @@
 //! in one transaction, then applied (or rolled back) by the env's loop.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::Serialize;
 use sqlx::Row;
 
 use super::{Store, is_unique_violation, json, now_ms};
 use crate::error::{Error, Result};
-use crate::lifecycle::ChangeStatus;
+use crate::lifecycle::{ChangeStatus, EventStep};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ConfigChange {
@@ -150,6 +151,35 @@ impl Store {
             .bind(outcome)
             .execute(&self.pool)
             .await?;
+        self.changed(env_id).await;
+        Ok(())
+    }
+
+    /// [`Store::finish_change`] and the event that tells it, in one transaction: whoever
+    /// sees the change closed also sees why.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn finish_change_recorded(
+        &self,
+        env_id: &str,
+        generation: i64,
+        status: ChangeStatus,
+        outcome: &str,
+        step: EventStep,
+        message: &str,
+        duration: Option<Duration>,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE config_changes SET status = $3, outcome = $4 WHERE env_id = $1 AND generation = $2")
+            .bind(env_id)
+            .bind(generation)
+            .bind(status.as_str())
+            .bind(outcome)
+            .execute(&mut *tx)
+            .await?;
+        super::event_query(env_id, step, message, duration)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         self.changed(env_id).await;
         Ok(())
     }

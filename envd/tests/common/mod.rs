@@ -9,6 +9,7 @@ use envd::store::Store;
 
 pub mod harness;
 pub mod http;
+pub mod pg;
 pub mod serve;
 
 pub fn in_ci() -> bool {
