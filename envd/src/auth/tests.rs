@@ -153,6 +153,27 @@ async fn the_admin_token_file_is_made_once_0600_and_known_to_a_new_store() {
     assert!(e.contains("admin-token"), "{e}");
 }
 
+#[tokio::test]
+async fn two_envd_with_one_token_file_start_at_once_on_one_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = super::token::new_token();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    for d in [&a, &b] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::write(d.join("admin-token"), format!("{token}\n")).unwrap();
+    }
+    for i in 0..20 {
+        let db = dir.path().join(format!("{i}.db"));
+        let store = Store::open(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        let (ra, rb) = tokio::join!(bootstrap_admin(&store, &a), bootstrap_admin(&store, &b));
+        ra.unwrap();
+        rb.unwrap();
+        assert_eq!(store.tokens().await.unwrap().len(), 1);
+    }
+}
+
 #[test]
 fn the_readme_role_matrix_is_the_rule_table() {
     let readme = include_str!("../../../README.md");

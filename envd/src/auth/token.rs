@@ -128,7 +128,7 @@ pub async fn bootstrap_admin(store: &Store, data_dir: &Path) -> Result<(PathBuf,
         None => {
             // Several envd on one store each have their own file: name them apart.
             let name = format!("admin-{}", &hash(&token)[..8]);
-            store
+            let inserted = store
                 .insert_token(&NewToken {
                     id: &uuid::Uuid::now_v7().to_string(),
                     name: &name,
@@ -137,7 +137,15 @@ pub async fn bootstrap_admin(store: &Store, data_dir: &Path) -> Result<(PathBuf,
                     owner: "admin",
                     expires_at: None,
                 })
-                .await?;
+                .await;
+            match inserted {
+                // Two envd given the same token file, started at once on one store: the
+                // other one recorded it meanwhile.
+                Err(Error::Conflict(_)) if store.token_by_hash(&hash(&token)).await?.is_some() => {}
+                r => {
+                    r?;
+                }
+            }
         }
     }
     Ok((path, made))
