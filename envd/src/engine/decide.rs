@@ -1,5 +1,6 @@
 //! The decision: a pure function from the recorded env, the plan's pods, what the driver
-//! observed and what this loop did so far, to the one next action. No I/O here, so every
+//! observed and what this loop did so far, to the one next action (which may be one step
+//! of each of several pods, taken side by side). No I/O here, so every
 //! phase × observation (crash windows included) is a table row in the tests below.
 
 use std::collections::BTreeSet;
