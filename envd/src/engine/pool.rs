@@ -20,18 +20,14 @@ const HEALTH_DEADLINE: Duration = Duration::from_secs(5);
 impl Engine {
     /// The build of a pool's env is done: it waits in the pool.
     pub(super) async fn mark_pooled(&self, env: &Env) -> Result<()> {
-        if self.store.mark_pooled(&env.id).await? {
-            let took = since_ms(env.created_at);
-            let pool = env.pool.as_deref().unwrap_or_default();
-            self.store
-                .event(
-                    &env.id,
-                    EventKind::Pooled,
-                    &format!("ready in warm pool {pool}"),
-                    Some(took),
-                )
-                .await?;
-        }
+        let pool = env.pool.as_deref().unwrap_or_default();
+        self.store
+            .mark_pooled(
+                &env.id,
+                &format!("ready in warm pool {pool}"),
+                since_ms(env.created_at),
+            )
+            .await?;
         Ok(())
     }
 

@@ -3,6 +3,7 @@
 //! also across instances on PostgreSQL).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::Serialize;
 use sqlx::Row;
@@ -285,14 +286,23 @@ impl Store {
 
     /// A pool env's build is done: it waits in the pool. Only while still being built
     /// for it (a drain may have asked it to go meanwhile).
-    pub async fn mark_pooled(&self, id: &str) -> Result<bool> {
+    pub async fn mark_pooled(&self, id: &str, message: &str, took: Duration) -> Result<bool> {
+        // The state and its `pooled` event in one transaction: whoever sees one sees both.
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query("UPDATE envs SET state = 'pooled', step = 'ready', updated_at = $2 WHERE id = $1 AND state = 'creating' AND pool IS NOT NULL")
             .bind(id)
             .bind(now_ms())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        let marked = done.rows_affected() > 0;
+        if marked {
+            super::event_query(id, EventKind::Pooled.into(), message, Some(took))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         self.changed(id).await;
-        Ok(done.rows_affected() > 0)
+        Ok(marked)
     }
 
     /// Records why a pooled env is failed, only while nobody took it: its loop then
@@ -447,7 +457,11 @@ mod tests {
                 s.set_state(&env.id, State::Creating, Step::Pods, None)
                     .await
                     .unwrap();
-                assert!(s.mark_pooled(&env.id).await.unwrap());
+                assert!(
+                    s.mark_pooled(&env.id, "pooled", Duration::ZERO)
+                        .await
+                        .unwrap()
+                );
                 pooled.insert(env.id);
             }
             let labels = BTreeMap::new();
@@ -528,7 +542,11 @@ mod tests {
                     s.set_state(&m.id, State::Creating, Step::Pods, None)
                         .await
                         .unwrap();
-                    assert!(s.mark_pooled(&m.id).await.unwrap());
+                    assert!(
+                        s.mark_pooled(&m.id, "pooled", Duration::ZERO)
+                            .await
+                            .unwrap()
+                    );
                 }
             }
             assert!(s.create_pool_env(&new_env(), &pool, &key, 2).await.unwrap());
@@ -537,7 +555,11 @@ mod tests {
                     s.set_state(&m.id, State::Creating, Step::Pods, None)
                         .await
                         .unwrap();
-                    assert!(s.mark_pooled(&m.id).await.unwrap());
+                    assert!(
+                        s.mark_pooled(&m.id, "pooled", Duration::ZERO)
+                            .await
+                            .unwrap()
+                    );
                 }
             }
             assert!(!s.create_pool_env(&new_env(), &pool, &key, 2).await.unwrap());
