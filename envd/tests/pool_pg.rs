@@ -98,16 +98,7 @@ async fn two_envd_on_one_postgres_take_from_one_pool_and_refill_it_once() {
         })
     };
     pool_full(&bases[1]).await;
-    let first: BTreeSet<String> = store
-        .pool_members()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| m.id)
-        .collect();
-    for id in &first {
-        guard.watch(id);
-    }
+    let first = watched_members(&store, &guard).await;
 
     // Four creates at once, two through each instance: two take, two are built cold.
     let client = reqwest::Client::new();
@@ -153,16 +144,7 @@ async fn two_envd_on_one_postgres_take_from_one_pool_and_refill_it_once() {
 
     // Both instances' refills fill it again, to 2 and no more.
     pool_full(&bases[0]).await;
-    let second: BTreeSet<String> = store
-        .pool_members()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| m.id)
-        .collect();
-    for id in &second {
-        guard.watch(id);
-    }
+    let second = watched_members(&store, &guard).await;
     assert!(second.is_disjoint(&first));
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(sizes(&bases[1]).await, (2, 0));
@@ -215,4 +197,19 @@ async fn two_envd_on_one_postgres_take_from_one_pool_and_refill_it_once() {
     let _ = std::process::Command::new("ip")
         .args(["link", "del", BRIDGE])
         .status();
+}
+
+/// The pool's envs now, each watched by the guard (freed if the test fails).
+async fn watched_members(store: &Store, guard: &common::Guard) -> BTreeSet<String> {
+    let ids: BTreeSet<String> = store
+        .pool_members()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    for id in &ids {
+        guard.watch(id);
+    }
+    ids
 }
