@@ -430,24 +430,30 @@ mod tests {
         }
     }
 
+    /// A `minimal` pool of `size` with a key and name of this run's own (the PostgreSQL
+    /// store is shared): (key, name).
+    async fn own_pool(s: &Store, size: u32) -> (String, String) {
+        let key = format!("minimal:1#{}", uuid::Uuid::now_v7().simple());
+        let pool = format!("p-{}", &key[key.len() - 8..]);
+        s.upsert_pool(&PoolRow {
+            name: pool.clone(),
+            template: "minimal".into(),
+            answers: BTreeMap::new(),
+            min: size,
+            max: size,
+            claims: 0,
+            misses: 0,
+            updated_at: 0,
+        })
+        .await
+        .unwrap();
+        (key, pool)
+    }
+
     #[tokio::test]
     async fn concurrent_takes_get_distinct_envs_on_both_stores() {
         for (s, _d) in stores().await {
-            // Shared PostgreSQL: a key and pool name of this run's own.
-            let key = format!("minimal:1#{}", uuid::Uuid::now_v7().simple());
-            let pool = format!("p-{}", &key[key.len() - 8..]);
-            s.upsert_pool(&PoolRow {
-                name: pool.clone(),
-                template: "minimal".into(),
-                answers: BTreeMap::new(),
-                min: 3,
-                max: 3,
-                claims: 0,
-                misses: 0,
-                updated_at: 0,
-            })
-            .await
-            .unwrap();
+            let (key, pool) = own_pool(&s, 3).await;
             let mut pooled = BTreeSet::new();
             for _ in 0..3 {
                 let Created::New(env) = s.create_env_in(new_env(), Some(&key)).await.unwrap()
@@ -515,20 +521,7 @@ mod tests {
     #[tokio::test]
     async fn concurrent_refills_build_one_env_at_a_time_and_never_past_the_size() {
         for (s, _d) in stores().await {
-            let key = format!("minimal:1#{}", uuid::Uuid::now_v7().simple());
-            let pool = format!("p-{}", &key[key.len() - 8..]);
-            s.upsert_pool(&PoolRow {
-                name: pool.clone(),
-                template: "minimal".into(),
-                answers: BTreeMap::new(),
-                min: 2,
-                max: 2,
-                claims: 0,
-                misses: 0,
-                updated_at: 0,
-            })
-            .await
-            .unwrap();
+            let (key, pool) = own_pool(&s, 2).await;
             // Ten refills (of as many instances) at once: one builds.
             let tries = (0..10).map(|_| {
                 let (s, pool, key) = (s.clone(), pool.clone(), key.clone());
