@@ -31,6 +31,7 @@ mod hooks;
 mod images;
 mod import;
 mod jobs;
+mod listing;
 mod pods;
 mod pools;
 pub(crate) mod templates;
@@ -74,7 +75,7 @@ pub fn router(state: AppState) -> Router {
             // Room for init files (at most 8 MiB of content) beside the request.
             post(create)
                 .layer(axum::extract::DefaultBodyLimit::max(10 << 20))
-                .get(list)
+                .get(listing::list)
                 .delete(delete_by_key),
         )
         .route("/v1/envs/{id}/clone", post(clone::clone_env))
@@ -99,6 +100,7 @@ pub fn router(state: AppState) -> Router {
             crate::auth::guard,
         ))
         .fallback(not_found)
+        .layer(axum::Extension(Arc::new(listing::Listings::default())))
         .with_state(state)
 }
 
@@ -110,7 +112,7 @@ pub fn router(state: AppState) -> Router {
         templates::templates,
         import::import,
         create,
-        list,
+        listing::list,
         get_env,
         delete,
         delete_by_key,
@@ -617,103 +619,6 @@ async fn wait_for(
         let next = crate::store::Store::next_change(&mut changes, &env.id);
         let _ = tokio::time::timeout(Duration::from_secs(1), next).await;
     }
-}
-
-/// Envs one page of `GET /v1/envs` holds unless `limit` says otherwise, and at most.
-const LIST_LIMIT: u32 = 200;
-const LIST_MAX: u32 = 1000;
-
-#[derive(Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-struct ListParams {
-    /// Only envs in this state (`gone` and `failed` are the history).
-    #[param(pattern = "^(requested|creating|ready|collecting|freeing|gone|failed|pooled)$")]
-    state: Option<String>,
-    owner: Option<String>,
-    key: Option<String>,
-    /// `name=value`
-    #[param(pattern = "^[^=]*=")]
-    label: Option<String>,
-    /// Finished envs (gone, failed) too; by default only live ones are listed.
-    #[serde(default)]
-    all: bool,
-    /// Envs per page, newest first (default 200, at most 1000); a `Link: <…>; rel="next"`
-    /// header points at the next page when there may be one.
-    #[param(minimum = 1, maximum = 1000)]
-    limit: Option<u32>,
-    /// Where the page starts: from the previous page's `Link` header.
-    #[param(pattern = "^[0-9]{1,18}\\.[0-9a-z-]{1,64}$")]
-    cursor: Option<String>,
-}
-
-#[utoipa::path(get, path = "/v1/envs", params(ListParams), responses((status = 200, body = [EnvView], headers(("Link" = String, description = "`<…>; rel=\"next\"`: the next page, when this one is full")))))]
-async fn list(
-    State(s): State<AppState>,
-    caller: Caller,
-    ApiQuery(q): ApiQuery<ListParams>,
-) -> ApiResult<Response> {
-    let owner = access::listed_owner(&caller, q.owner.clone())?;
-    let label = match &q.label {
-        Some(l) => Some(
-            l.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .ok_or_else(|| {
-                    Error::invalid("query", "label", "write the label filter as name=value")
-                })?,
-        ),
-        None => None,
-    };
-    let limit = q.limit.unwrap_or(LIST_LIMIT);
-    if !(1..=LIST_MAX).contains(&limit) {
-        return Err(Error::invalid(
-            "query",
-            "limit",
-            format!("a page holds 1 to {LIST_MAX} envs; follow the Link header for more"),
-        )
-        .into());
-    }
-    let f = EnvFilter {
-        state: q.state.as_deref().map(str::parse).transpose()?,
-        owner,
-        key: q.key.clone(),
-        label,
-        all: q.all,
-        limit: Some(limit),
-        after: q.cursor.as_deref().map(str::parse).transpose()?,
-    };
-    let envs = s.engine.store.list(&f).await?;
-    let views: Vec<EnvView> = envs.iter().map(|e| s.view(e)).collect();
-    let mut resp = Json(views).into_response();
-    // A full page may have a next one: the same query from after its last env.
-    if envs.len() == limit as usize
-        && let Some(last) = envs.last()
-    {
-        let next = next_page(&q, limit, &crate::store::Cursor::of(last));
-        if let Ok(v) = header::HeaderValue::from_str(&format!("<{next}>; rel=\"next\"")) {
-            resp.headers_mut().insert(header::LINK, v);
-        }
-    }
-    Ok(resp)
-}
-
-/// The path of the listing's next page: the same filters, from `cursor`.
-fn next_page(q: &ListParams, limit: u32, cursor: &crate::store::Cursor) -> String {
-    let mut parts = vec![];
-    let mut add = |k: &str, v: &Option<String>| {
-        if let Some(v) = v {
-            parts.push(format!("{k}={}", crate::urlencode(v)));
-        }
-    };
-    add("state", &q.state);
-    add("owner", &q.owner);
-    add("key", &q.key);
-    add("label", &q.label);
-    if q.all {
-        parts.push("all=true".into());
-    }
-    parts.push(format!("limit={limit}"));
-    parts.push(format!("cursor={}", crate::urlencode(&cursor.to_string())));
-    format!("/v1/envs?{}", parts.join("&"))
 }
 
 #[utoipa::path(get, path = "/v1/envs/{id}", params(("id" = String, Path, description = "id or name")), responses((status = 200, body = EnvView), (status = 404, body = Problem)))]

@@ -174,6 +174,8 @@ pub struct Store {
     changed: tokio::sync::broadcast::Sender<String>,
     /// Image pulls as they progress (never stored; see `images.rs`).
     pulls: tokio::sync::broadcast::Sender<PullProgress>,
+    /// What tells whether anything was written since (see `version.rs`).
+    version: version::Version,
 }
 
 pub fn now_ms() -> i64 {
@@ -239,11 +241,13 @@ impl Store {
         if postgres {
             tokio::spawn(listen(url.clone(), changed.clone(), pulls.clone()));
         }
+        let version = version::Version::open(&url).await?;
         Ok(Store {
             pool,
             postgres,
             changed,
             pulls,
+            version,
         })
     }
 
@@ -922,6 +926,8 @@ pub use jobs::JobRun;
 pub use tokens::{NewToken, TokenRow};
 mod images;
 pub use images::{PullProgress, UploadedImage};
+
+mod version;
 
 #[cfg(test)]
 mod auth_tests;

@@ -236,3 +236,29 @@ async fn the_listing_shows_live_envs_by_page_and_the_history_when_asked() {
         assert_eq!(v["field"], field, "{uri}: {v}");
     }
 }
+
+#[tokio::test]
+async fn a_kept_listing_is_given_again_until_anything_is_written() {
+    let (app, f) = app().await;
+    let body = Some(json!({"template": "minimal"}));
+    let (status, v, _) = send(&app, "POST", "/v1/envs?wait=true", body).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    let (_, first, _) = send(&app, "GET", "/v1/envs", None).await;
+    let (_, again, ctype) = send(&app, "GET", "/v1/envs", None).await;
+    assert_eq!(first, again);
+    assert_eq!(ctype, "application/json");
+    // A write that wakes nobody (no state change, no event) still shows at once.
+    let later = first[0]["expires_at"].as_str().unwrap().to_string();
+    let at = chrono::DateTime::parse_from_rfc3339(&later)
+        .unwrap()
+        .timestamp_millis()
+        + 60_000;
+    f.engine.store.set_expires_at(&id, at).await.unwrap();
+    let (_, after, _) = send(&app, "GET", "/v1/envs", None).await;
+    assert_ne!(after[0]["expires_at"], first[0]["expires_at"], "{after}");
+    assert_eq!(
+        after[0]["expires_at"].as_str(),
+        Some(crate::api::rfc3339(at).as_str())
+    );
+}

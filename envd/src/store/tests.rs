@@ -353,3 +353,32 @@ async fn the_sqlite_file_is_the_owners_alone() {
         assert_eq!(mode(&wal), 0o600);
     }
 }
+
+#[tokio::test]
+async fn the_version_of_a_sqlite_file_moves_with_every_write_and_only_then() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("envd.db").display());
+    let store = Store::open(&url).await.unwrap();
+    let before = store
+        .version()
+        .await
+        .unwrap()
+        .expect("a SQLite file has a version");
+    assert_eq!(
+        store.version().await.unwrap(),
+        Some(before),
+        "nothing written"
+    );
+    let Created::New(env) = store.create_env(new_env("ver", None)).await.unwrap() else {
+        panic!("not new")
+    };
+    let after = store.version().await.unwrap();
+    assert_ne!(after, Some(before), "an insert");
+    // Another process's write (here another store on the same file) counts too.
+    let other = Store::open(&url).await.unwrap();
+    other.set_step(&env.id, Step::Node).await.unwrap();
+    assert_ne!(store.version().await.unwrap(), after, "another writer");
+    // Nothing to read it from: nothing is kept.
+    let memory = Store::open("sqlite::memory:").await.unwrap();
+    assert_eq!(memory.version().await.unwrap(), None);
+}
