@@ -23,6 +23,7 @@ use crate::spec::{Facts, Plan};
 use crate::store::{Created, NewEnv, PoolRow, Store, Take, TakeChange, now_ms, short_id};
 
 mod applied;
+pub mod nodes;
 pub use applied::{Applied, answers_after, applicable};
 
 /// The owner of envs waiting in a pool: no user's, so no user sees or pays for them.
@@ -137,11 +138,11 @@ pub async fn set(store: &Store, catalog: &Catalog, spec: PoolSpec) -> Result<Poo
             ),
         ));
     }
-    let tpl = catalog.get(&spec.template)?;
+    let tpl = nodes::template_of(catalog, &spec.template)?;
     let keyed = key_of(&tpl, &spec.answers)?;
     for other in store.pools().await? {
         if other.name != name
-            && let Ok(t) = catalog.get(&other.template)
+            && let Ok(t) = nodes::template_of(catalog, &other.template)
             && key_of(&t, &other.answers).is_ok_and(|k| k.key == keyed.key)
         {
             return Err(Error::Conflict(format!(
@@ -169,7 +170,7 @@ pub async fn views(store: &Store, catalog: &Catalog) -> Result<Vec<PoolView>> {
     let members = store.pool_members().await?;
     let mut out = vec![];
     for p in store.pools().await? {
-        let tpl = catalog.get(&p.template);
+        let tpl = nodes::template_of(catalog, &p.template);
         // Passwords are never shown; without the template, no answer is.
         let shown = match &tpl {
             Ok(t) => crate::spec::answers::shown_of(&t.origin, &t.text, &p.answers),
@@ -362,7 +363,9 @@ async fn build_one(
         env_name: name.clone(),
         node_ip: "0.0.0.0".into(),
     };
-    Plan::render(&tpl.origin, &tpl.text, &answers, &facts)?;
+    if tpl.name != nodes::NODE {
+        Plan::render(&tpl.origin, &tpl.text, &answers, &facts)?;
+    }
     let new = NewEnv {
         id,
         name,
@@ -421,7 +424,7 @@ impl Refill {
         let members = store.pool_members().await?;
         let mut wanted: Vec<(PoolRow, TemplateSource, String)> = vec![];
         for p in store.pools().await? {
-            if let Ok(t) = self.catalog.get(&p.template)
+            if let Ok(t) = nodes::template_of(&self.catalog, &p.template)
                 && let Ok(k) = key_of(&t, &p.answers)
             {
                 wanted.push((p, t, k.key));

@@ -234,9 +234,18 @@ pub async fn create_admitted(
         clone_of: None,
         with_data: false,
     };
-    let created = store.create_env(new).await?;
+    // A spare node, if one waits, saves the node and its engine; else a new one.
+    let created = match crate::pool::nodes::take(store, &new, &cold).await? {
+        Some(created) => created,
+        None => {
+            let created = store.create_env(new).await?;
+            if let Created::New(env) = &created {
+                crate::pool::record_cold(store, &env.id, &cold).await?;
+            }
+            created
+        }
+    };
     if let Created::New(env) = &created {
-        crate::pool::record_cold(store, &env.id, &cold).await?;
         for (pod, data) in &req.dirs {
             store.put_upload(&env.id, pod, data).await?;
         }

@@ -300,6 +300,9 @@ impl Engine {
     }
 
     pub fn plan(&self, env: &Env) -> Result<Plan> {
+        if crate::pool::nodes::is_node(&env.template) {
+            return Ok(crate::pool::nodes::plan());
+        }
         let facts = Facts {
             env_id: env.id.clone(),
             env_name: env.name.clone(),

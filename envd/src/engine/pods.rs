@@ -59,10 +59,13 @@ pub fn stubs_pod(engine: &Engine, plan: &Plan) -> Result<Pod> {
     })
 }
 
-/// Every pod of the plan plus the stubs sidecar.
+/// Every pod of the plan plus the stubs sidecar (none for a spare node's empty plan).
 pub fn all_pods(engine: &Engine, plan: &Plan) -> Result<Vec<Pod>> {
     let mut pods = plan.pods.clone();
-    pods.push(stubs_pod(engine, plan)?);
+    // A spare node runs nothing: the create that takes it brings its own sidecar.
+    if !pods.is_empty() {
+        pods.push(stubs_pod(engine, plan)?);
+    }
     Ok(pods)
 }
 

@@ -65,10 +65,28 @@ pub struct PoolMember {
     pub state: crate::lifecycle::State,
 }
 
-/// The take's update up to the pick's end (each dialect closes it).
-macro_rules! take_sql {
+/// What a take sets of the env it takes ($2..$8), then `$9`.. of a rebuild.
+macro_rules! take_set {
     () => {
-        "UPDATE envs SET pool = NULL, host_name = COALESCE(host_name, name), name = $2, env_key = $3, owner = $4, labels = $5, expires_at = $6, keep_on_failure = $7, created_at = $8, updated_at = $8, ready_at = NULL, state = 'creating', step = 'pods' WHERE id = (SELECT id FROM envs WHERE pool = $1 AND state = 'pooled' AND desired = 'ready' AND error IS NULL ORDER BY updated_at LIMIT 1"
+        "UPDATE envs SET pool = NULL, host_name = COALESCE(host_name, name), name = $2, env_key = $3, owner = $4, labels = $5, expires_at = $6, keep_on_failure = $7, created_at = $8, updated_at = $8, ready_at = NULL, state = 'creating', step = 'pods'"
+    };
+}
+
+/// The pick of the oldest pooled env of pool key $1, up to its end (each dialect closes it).
+macro_rules! take_pick {
+    () => {
+        " WHERE id = (SELECT id FROM envs WHERE pool = $1 AND state = 'pooled' AND desired = 'ready' AND error IS NULL ORDER BY updated_at LIMIT 1"
+    };
+}
+
+/// The end of the pick: PostgreSQL skips rows another transaction is taking; SQLite runs
+/// one writing statement at a time, so there the pick and the update are one already.
+macro_rules! take_end {
+    (postgres) => {
+        " FOR UPDATE SKIP LOCKED) AND state = 'pooled' RETURNING id, answers"
+    };
+    (sqlite) => {
+        ") AND state = 'pooled' RETURNING id, answers"
     };
 }
 
@@ -179,9 +197,10 @@ impl Store {
         Ok(true)
     }
 
-    /// Envs of users' creates still being built cold (a refill waits for them).
+    /// Envs of users' creates still being built (a refill waits for them): cold, on a
+    /// spare node, or a pooled env taken and being probed again.
     pub async fn cold_creating(&self) -> Result<i64> {
-        let row = sqlx::query("SELECT COUNT(*) FROM envs WHERE pool IS NULL AND host_name IS NULL AND state IN ('requested', 'creating') AND desired <> 'gone'")
+        let row = sqlx::query("SELECT COUNT(*) FROM envs WHERE pool IS NULL AND state IN ('requested', 'creating') AND desired <> 'gone'")
             .fetch_one(&self.pool)
             .await?;
         Ok(row.try_get(0)?)
@@ -191,15 +210,10 @@ impl Store {
     /// gets the create's name, key, owner, labels and TTL, goes back to `creating` (its
     /// loop probes every pod again) and records `claimed`. `None` when the pool has none.
     pub async fn take_pooled(&self, t: &Take<'_>) -> Result<Option<Created>> {
-        // SQLite runs one writing statement at a time: the pick and the update are one.
-        // PostgreSQL skips rows another transaction is taking.
         let sql = if self.postgres {
-            concat!(
-                take_sql!(),
-                " FOR UPDATE SKIP LOCKED) AND state = 'pooled' RETURNING id, answers"
-            )
+            concat!(take_set!(), take_pick!(), take_end!(postgres))
         } else {
-            concat!(take_sql!(), ") AND state = 'pooled' RETURNING id, answers")
+            concat!(take_set!(), take_pick!(), take_end!(sqlite))
         };
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
@@ -219,15 +233,10 @@ impl Store {
             Ok(None) => return Ok(None),
             Err(e) if is_unique_violation(&e) => {
                 drop(tx);
-                if let Some(key) = t.env_key
-                    && let Some(env) = self.live_by_key(t.owner, key).await?
-                {
-                    return Ok(Some(Created::Existing(env)));
-                }
-                return Err(Error::Conflict(format!(
-                    "a live environment is already named `{}`; choose another name or remove it first",
-                    t.name
-                )));
+                return self
+                    .take_refused(t.owner, t.env_key, t.name)
+                    .await
+                    .map(Some);
             }
             Err(e) => return Err(e.into()),
         };
@@ -251,6 +260,82 @@ impl Store {
             .await?;
         sqlx::query("UPDATE pools SET claims = claims + 1 WHERE name = $1")
             .bind(t.pool)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.changed(&id).await;
+        Ok(Some(Created::New(self.get(&id).await?)))
+    }
+
+    /// A take's name or key was held meanwhile: the live env holding the key is the
+    /// answer, else the name is taken.
+    async fn take_refused(&self, owner: &str, key: Option<&str>, name: &str) -> Result<Created> {
+        if let Some(key) = key
+            && let Some(env) = self.live_by_key(owner, key).await?
+        {
+            return Ok(Created::Existing(env));
+        }
+        Err(Error::Conflict(format!(
+            "a live environment is already named `{name}`; choose another name or remove it first"
+        )))
+    }
+
+    /// Takes the oldest spare node of pool `pool` (key `key`) for the create `new`, in one
+    /// transaction: the env becomes `new` (template, answers, init data, name, owner, ...)
+    /// on the node that is up already, goes to `creating` (its loop builds every pod) and
+    /// records a `cold` event saying `why` no warm pool served it. `None` when none waits.
+    pub async fn take_spare_node(
+        &self,
+        pool: &str,
+        key: &str,
+        new: &NewEnv,
+        why: &str,
+    ) -> Result<Option<Created>> {
+        macro_rules! rebuild {
+            () => {
+                ", template = $9, template_src = $10, answers = $11, init = $12"
+            };
+        }
+        let sql = if self.postgres {
+            concat!(take_set!(), rebuild!(), take_pick!(), take_end!(postgres))
+        } else {
+            concat!(take_set!(), rebuild!(), take_pick!(), take_end!(sqlite))
+        };
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let taken = sqlx::query(sql)
+            .bind(key)
+            .bind(&new.name)
+            .bind(&new.key)
+            .bind(&new.owner)
+            .bind(json(&new.labels))
+            .bind(new.expires_at)
+            .bind(i64::from(new.keep_on_failure))
+            .bind(now)
+            .bind(&new.template)
+            .bind(&new.template_src)
+            .bind(json(&new.answers))
+            .bind(serde_json::to_string(&new.init).unwrap_or_else(|_| "{}".into()))
+            .fetch_optional(&mut *tx)
+            .await;
+        let id: String = match taken {
+            Ok(Some(row)) => row.try_get(0)?,
+            Ok(None) => return Ok(None),
+            Err(e) if is_unique_violation(&e) => {
+                drop(tx);
+                return self
+                    .take_refused(&new.owner, new.key.as_deref(), &new.name)
+                    .await
+                    .map(Some);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let message = format!("{why}; its pods are built on a spare node of pool {pool}");
+        super::event_query(&id, EventKind::Cold.into(), &message, None)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE pools SET claims = claims + 1 WHERE name = $1")
+            .bind(pool)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;

@@ -414,3 +414,64 @@ async fn a_pooled_env_whose_pod_refuses_the_answers_fails_the_create() {
     let change = f.engine.store.change(&env.id, 1).await.unwrap();
     assert_eq!(change.status, crate::lifecycle::ChangeStatus::RolledBack);
 }
+
+#[tokio::test]
+async fn a_cold_create_takes_a_spare_node_and_builds_its_pods_there() {
+    let f = fake().await;
+    set_pool(&f, "node", 1, &[]).await;
+    let spare = refill_to(&f, 1).await.remove(0);
+    let node = f.engine.store.get(&spare).await.unwrap();
+    assert_eq!(node.template, "node:1");
+    // Nothing runs on a spare node, not even the stubs sidecar.
+    assert!(
+        !f.driver
+            .log()
+            .iter()
+            .any(|l| l.contains(node.short_id()) && l.contains("create-pod")),
+        "{:#?}",
+        f.driver.log()
+    );
+
+    // A template no warm pool keeps, with answers of its own: built on the spare node.
+    let (env, taken) = create(&f, &[("redis_password", "s3cret-own")]).await;
+    assert!(!taken, "a spare node is no warm pool: no `claimed`");
+    assert_eq!(env.id, spare);
+    let env = f.settled(&env.id).await;
+    assert_eq!(env.state, State::Ready, "{:?}", env.error);
+    assert_eq!(env.template, node_template_of(&f, "minimal"));
+    assert_eq!(env.owner, "alice");
+    assert_eq!(
+        env.answers.get("redis_password").map(String::as_str),
+        Some("s3cret-own")
+    );
+    assert_eq!(
+        f.driver.count(&env, "create-node"),
+        1,
+        "the node was not made again"
+    );
+    let cold = f.engine.store.events(&env.id, 0).await.unwrap();
+    let said = cold
+        .iter()
+        .find(|e| e.step == "cold")
+        .map(|e| e.message.clone())
+        .unwrap_or_default();
+    assert!(said.contains("spare node of pool node"), "{cold:#?}");
+    let endpoints = crate::api::EnvView::of(&env, &f.engine.views).endpoints;
+    assert!(endpoints.contains_key("redis"), "{endpoints:?}");
+
+    // The pool builds another; with none waiting a create makes its own node.
+    let next = refill_to(&f, 1).await.remove(0);
+    assert_ne!(next, spare);
+    let (second, _) = create(&f, &[]).await;
+    assert_eq!(second.id, next);
+    let (third, _) = create(&f, &[]).await;
+    assert!(third.id != next && third.id != spare);
+    let third = f.settled(&third.id).await;
+    assert_eq!(third.state, State::Ready, "{:?}", third.error);
+    assert!(third.host_name.is_none(), "a node of its own");
+}
+
+fn node_template_of(f: &Fake, name: &str) -> String {
+    let t = f.catalog.get(name).unwrap();
+    format!("{}:{}", t.name, t.version)
+}
