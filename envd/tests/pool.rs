@@ -3,7 +3,8 @@
 //! other answers build cold; a pooled env whose node was killed is replaced; min 0 drains
 //! and leaves nothing (leases from 10.213.160.0/24). A create whose Redis password differs
 //! from the pool's only in a config file takes a pooled env that restarts with it before
-//! the handover (10.213.190.0/24).
+//! the handover (10.213.190.0/24). A spare node (pool `node`) takes a create of another
+//! template: its pods are built on the node that was up (10.213.192.0/24).
 
 mod common;
 
@@ -19,12 +20,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SLICE: u8 = 160;
 
-/// The pool's view from `GET /v1/pools`.
+/// The pool `minimal`'s view from `GET /v1/pools`.
 async fn pool(base: &str) -> Value {
+    pool_named(base, "minimal").await
+}
+
+/// A pool's view from `GET /v1/pools`.
+async fn pool_named(base: &str, name: &str) -> Value {
     let (status, _, v) = call(Method::GET, &format!("{base}/v1/pools"), None).await;
     assert_eq!(status, 200, "{v}");
     v.as_array()
-        .and_then(|a| a.iter().find(|p| p["name"] == "minimal").cloned())
+        .and_then(|a| a.iter().find(|p| p["name"] == name).cloned())
         .unwrap_or(Value::Null)
 }
 
@@ -357,4 +363,103 @@ async fn a_password_in_a_config_file_is_applied_to_a_pooled_env_before_the_hando
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_nothing_left(&s.engine, &pooled).await;
+}
+
+#[tokio::test]
+async fn a_cold_create_is_built_on_a_spare_node() {
+    let Some(s) = serve(192, None).await else {
+        return;
+    };
+    let guard = common::Guard::default();
+    tokio::spawn(
+        envd::pool::Refill {
+            engine: s.engine.clone(),
+            catalog: envd::catalog::Catalog::new(None),
+            limits: envd::service::Limits::default(),
+            quotas: Default::default(),
+            budget: Default::default(),
+            tick: Duration::from_millis(200),
+            health_every: Duration::from_secs(3600),
+        }
+        .run(),
+    );
+    let base = &s.base;
+    let (code, out, err) = common::envd(base, &["pool", "set", "node", "--min", "1"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let t = Instant::now();
+    let spare = loop {
+        let p = pool_named(base, "node").await;
+        if p["ready"] == 1 && p["creating"] == 0 {
+            break s.engine.store.pool_members().await.unwrap().remove(0).id;
+        }
+        assert!(t.elapsed() < Duration::from_secs(240), "no spare node: {p}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    guard.watch(&spare);
+
+    let t = Instant::now();
+    let (status, _, env) = call(
+        Method::POST,
+        &format!("{base}/v1/envs?wait=true"),
+        Some(
+            &json!({"template": "minimal", "answers": {"redis_password": "spare-pw-1"}})
+                .to_string(),
+        ),
+    )
+    .await;
+    eprintln!("create on a spare node: {} ms", t.elapsed().as_millis());
+    assert_eq!(status, 201, "{env}");
+    assert_eq!(env["state"], "ready", "{env}");
+    assert_eq!(
+        env["id"],
+        spare.as_str(),
+        "the spare node's env was not taken"
+    );
+    let ep = &env["endpoints"]["redis"];
+    redis_answers(
+        ep["host"].as_str().unwrap(),
+        ep["port"].as_u64().unwrap(),
+        "spare-pw-1",
+    )
+    .await;
+    let (_, _, events) = call(Method::GET, &format!("{base}/v1/envs/{spare}/events"), None).await;
+    let cold = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["step"] == "cold")
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        cold["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("spare node of pool node"),
+        "{events}"
+    );
+
+    // Drained and torn down: nothing of either is left.
+    let (code, _, err) = common::envd(base, &["pool", "set", "node", "--min", "0"]).await;
+    assert_eq!(code, 0, "{err}");
+    s.engine.store.request_teardown(&spare).await.unwrap();
+    s.engine.kick(&spare);
+    let mut ids: BTreeSet<String> = s
+        .engine
+        .store
+        .pool_members()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    ids.insert(spare);
+    for id in &ids {
+        guard.watch(id);
+        let t = Instant::now();
+        while !s.engine.store.get(id).await.unwrap().state.is_final() {
+            assert!(t.elapsed() < Duration::from_secs(120), "{id} never went");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_nothing_left(&s.engine, id).await;
+    }
 }
