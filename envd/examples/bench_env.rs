@@ -1,6 +1,6 @@
 //! `scripts/bench env`: time to ready of the `full` template built cold, with its
-//! breakdown, and taken from a warm pool (request to ready: every pod probed again after
-//! the take); teardown; in the same run `docker-compose up` of the same four services with
+//! breakdown, taken from a warm pool (request to ready: every pod probed again after
+//! the take), and built cold on a spare node (pool `node`: request to ready); teardown; in the same run `docker-compose up` of the same four services with
 //! the same images on the host engine, ready by the same probes. p50 and p95 of RUNS (10)
 //! each, as a table.
 
@@ -205,6 +205,46 @@ async fn main() -> anyhow::Result<()> {
         engine.reconcile(&id).await?;
     }
 
+    // Cold on a spare node (pool `node`: started, IP attached, no pods): request to ready.
+    common::set_pool(&catalog, &engine, "node", 1).await?;
+    for i in 0..runs {
+        fill(&refill, &engine).await?;
+        let req = CreateRequest {
+            template: "full".into(),
+            ..Default::default()
+        };
+        let t = Instant::now();
+        let Created::New(env) = service::create(&engine.store, &catalog, &limits, req).await?
+        else {
+            anyhow::bail!("not new")
+        };
+        engine.kick(&env.id);
+        let got = settled(&engine, &env.id).await?;
+        let took = t.elapsed().as_secs_f64();
+        anyhow::ensure!(
+            got.state == State::Ready,
+            "spare-node run {i}: {:?}",
+            got.error
+        );
+        let on_spare = engine.store.events(&env.id, 0).await?.into_iter().any(|e| {
+            e.step == envd::lifecycle::EventKind::Cold.as_str() && e.message.contains("spare node")
+        });
+        anyhow::ensure!(on_spare, "run {i} did not take a spare node");
+        answers(&engine, &got).await?;
+        rows.entry("envd full: cold on a spare node".into())
+            .or_default()
+            .push(took);
+        rows.entry("envd full: teardown (logs + free)".into())
+            .or_default()
+            .push(teardown(&engine, &env.id).await?);
+        eprintln!("spare-node run {}: ready {took:.2}s", i + 1);
+    }
+    common::set_pool(&catalog, &engine, "node", 0).await?;
+    refill.once().await?;
+    for id in engine.store.active_ids().await? {
+        engine.reconcile(&id).await?;
+    }
+
     // The same four services with docker-compose on the host engine, ready by the same probes.
     let cdir = tempfile::tempdir()?;
     std::fs::write(cdir.path().join("docker-compose.yml"), COMPOSE)?;
@@ -271,6 +311,10 @@ async fn main() -> anyhow::Result<()> {
     for (what, key) in [
         ("pooled take / compose", "envd full: pooled take"),
         ("cold / compose", "envd full: ready"),
+        (
+            "cold on a spare node / compose",
+            "envd full: cold on a spare node",
+        ),
     ] {
         let v = rows.get(key).cloned().unwrap_or_default();
         println!("| ratio {what} (p50) | {:.3} | |", p50(v) / compose);

@@ -24,6 +24,12 @@ pub enum Action {
     EnsureNode,
     WaitInner,
     AttachIp,
+    /// Nothing of the pod is there: create it, put each container's files in and start
+    /// it, as one chain (what `CreatePod`, `UploadFiles` and `Start` would do one pass
+    /// each; a chain cut short leaves what those rows pick up).
+    Launch {
+        pod: String,
+    },
     /// Create what is missing of a pod (pause started, containers created).
     CreatePod {
         pod: String,
@@ -36,12 +42,13 @@ pub enum Action {
         pod: String,
         container: String,
     },
-    /// The next step of each of several pods that may start now (each a `CreatePod`,
-    /// `UploadFiles` or `Start`), taken side by side as compose does.
+    /// The next step of each of several pods that may start now (each a `Launch`, `CreatePod`,
+    /// `UploadFiles` or `Start`), taken side by side as compose does, and the record of
+    /// the pods found up meanwhile (a `RecordStarted`), in one pass.
     Pods(Vec<Action>),
-    /// Every container of the pod runs: record it (its dependents may start).
+    /// Every container of these pods runs: record them (their checks start counting).
     RecordStarted {
-        pod: String,
+        pods: Vec<String>,
     },
     /// Wait until the first of these started pods answers its check.
     AwaitReady {
@@ -151,12 +158,13 @@ fn converge(
     }
     let mut blocked = false;
     let mut steps = vec![];
+    // Pods up but not recorded yet: recorded in the same pass as the others' next steps
+    // (dependents go by what is up, not by what is recorded).
+    let mut record = vec![];
     for pod in pods {
         if view.up(pod) {
             if !done.started.contains(&pod.name) && (creating || done.touched.contains(&pod.name)) {
-                return Action::RecordStarted {
-                    pod: pod.name.clone(),
-                };
+                record.push(pod.name.clone());
             }
             continue;
         }
@@ -170,6 +178,9 @@ fn converge(
                 step => steps.push(step),
             },
         }
+    }
+    if !record.is_empty() {
+        steps.push(Action::RecordStarted { pods: record });
     }
     match steps.len() {
         0 => {}
@@ -209,10 +220,13 @@ fn unwhole(next: &Action) -> String {
         Action::EnsureNode => "its node is not running".to_string(),
         Action::WaitInner => "its node's engine does not answer".to_string(),
         Action::AttachIp => "its IP is not attached".to_string(),
-        Action::CreatePod { pod }
+        Action::Launch { pod }
+        | Action::CreatePod { pod }
         | Action::UploadFiles { pod, .. }
-        | Action::Start { pod, .. }
-        | Action::RecordStarted { pod } => format!("pod {pod} is not running"),
+        | Action::Start { pod, .. } => {
+            format!("pod {pod} is not running")
+        }
+        Action::RecordStarted { pods } => format!("pod {} is not running", pods.join(", ")),
         Action::Pods(steps) => return steps.first().map_or_else(String::new, unwhole),
         Action::Fail { reason } => reason.clone(),
         other => format!("it would need {other:?}"),
@@ -241,7 +255,7 @@ impl View<'_> {
     fn next_for_pod(&self, pod: &Pod) -> Action {
         let name = || pod.name.clone();
         let Some(seen) = self.seen.pods.get(&pod.name) else {
-            return Action::CreatePod { pod: name() };
+            return Action::Launch { pod: name() };
         };
         let missing = std::iter::once(PAUSE)
             .chain(pod.containers.iter().map(|c| c.name.as_str()))

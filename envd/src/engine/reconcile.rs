@@ -12,7 +12,7 @@ use futures_util::FutureExt;
 use tokio::sync::Notify;
 
 use super::decide::{Action, Progress, decide, launched_key};
-use super::driver::Observed;
+use super::driver::{Observed, files_stamp};
 use super::{Engine, hide, since_ms};
 use crate::error::{Error, Result};
 use crate::lifecycle::{ChangeStatus, Desired, EventKind, EventStep, State, Step};
@@ -296,10 +296,19 @@ impl Engine {
                 self.act(env, Step::Network, true, self.driver.attach_ip(env))
                     .await?
             }
-            step @ (Action::CreatePod { .. }
+            step @ (Action::Launch { .. }
+            | Action::CreatePod { .. }
             | Action::UploadFiles { .. }
             | Action::Start { .. }) => self.pod_step(env, pods, step, run)?.await?,
             Action::Pods(steps) => {
+                let (records, steps): (Vec<_>, Vec<_>) = steps
+                    .into_iter()
+                    .partition(|s| matches!(s, Action::RecordStarted { .. }));
+                for r in records {
+                    if let Action::RecordStarted { pods: names } = r {
+                        self.record_started(env, names, run).await?;
+                    }
+                }
                 let steps = steps
                     .into_iter()
                     .map(|step| self.pod_step(env, pods, step, run))
@@ -309,19 +318,7 @@ impl Engine {
                     r?;
                 }
             }
-            Action::RecordStarted { pod: name } => {
-                run.pods_since.get_or_insert_with(Instant::now);
-                self.store
-                    .event(
-                        &env.id,
-                        EventStep::pod(EventKind::Started, &name),
-                        "containers started",
-                        None,
-                    )
-                    .await?;
-                run.started_at.insert(name.clone(), Instant::now());
-                run.progress.started.insert(name);
-            }
+            Action::RecordStarted { pods: names } => self.record_started(env, names, run).await?,
             Action::AwaitReady { pods: names } => self.await_ready(env, pods, &names, run).await?,
             Action::Reprobe { pods: names } => {
                 self.reprobe(env, pods, &names, &mut run.progress).await?
@@ -374,6 +371,24 @@ impl Engine {
 
     /// One pod's `CreatePod`, `UploadFiles` or `Start`: what it does to this run's progress is
     /// recorded now, the step itself is returned to be run alone or beside other pods' steps.
+    /// Records pods started: their `started` events, and when their checks start counting.
+    async fn record_started(&self, env: &Env, names: Vec<String>, run: &mut Run) -> Result<()> {
+        run.pods_since.get_or_insert_with(Instant::now);
+        for name in names {
+            self.store
+                .event(
+                    &env.id,
+                    EventStep::pod(EventKind::Started, &name),
+                    "containers started",
+                    None,
+                )
+                .await?;
+            run.started_at.insert(name.clone(), Instant::now());
+            run.progress.started.insert(name);
+        }
+        Ok(())
+    }
+
     fn pod_step<'a>(
         &'a self,
         env: &'a Env,
@@ -387,6 +402,29 @@ impl Engine {
                 .ok_or_else(|| Error::step("pods", format!("no pod `{name}` in the plan")))
         };
         Ok(match step {
+            Action::Launch { pod: name } => {
+                let p = pod(&name)?;
+                let once = pods.iter().any(|o| {
+                    o.depends_on.get(&name) == Some(&crate::spec::order::Condition::Completed)
+                });
+                run.touch(&name);
+                for c in &p.containers {
+                    run.progress.launched.insert(launched_key(&name, &c.name));
+                }
+                Box::pin(async move {
+                    let create = self.driver.create_pod(env, p, once);
+                    self.act(env, Step::Pods, false, create).await?;
+                    for c in &p.containers {
+                        if files_stamp(&c.files, &c.dirs).is_some() {
+                            let upload = self.driver.upload_files(env, p, c);
+                            self.act(env, Step::Upload, false, upload).await?;
+                        }
+                        let start = self.driver.start(env, p, &c.name);
+                        self.act(env, Step::Start, false, start).await?;
+                    }
+                    Ok(())
+                })
+            }
             Action::CreatePod { pod: name } => {
                 let p = pod(&name)?;
                 let once = pods.iter().any(|o| {

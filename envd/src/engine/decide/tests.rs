@@ -206,7 +206,7 @@ fn a_pod_is_created_then_its_files_uploaded_then_started() {
         (
             "nothing in the node",
             node_up(&[]),
-            Action::CreatePod {
+            Action::Launch {
                 pod: "cache".into(),
             },
         ),
@@ -265,7 +265,7 @@ fn a_pod_is_created_then_its_files_uploaded_then_started() {
             "running",
             cache_up(),
             Action::RecordStarted {
-                pod: "cache".into(),
+                pods: vec!["cache".into()],
             },
         ),
     ];
@@ -300,7 +300,7 @@ fn a_create_records_starts_awaits_readiness_then_is_ready() {
     assert_eq!(
         decide(&e, &pods, &seen, &done, None),
         Action::RecordStarted {
-            pod: "cache".into()
+            pods: vec!["cache".into()]
         }
     );
     done.started = set(&["cache"]);
@@ -341,7 +341,7 @@ fn a_ready_env_probes_only_what_it_restarted() {
     assert_eq!(
         decide(&e, &[cache()], &cache_up(), &done, None),
         Action::RecordStarted {
-            pod: "cache".into()
+            pods: vec!["cache".into()]
         }
     );
     done.started = set(&["cache"]);
@@ -377,7 +377,7 @@ fn a_container_that_exits_after_this_run_started_it_is_left_to_the_check() {
     assert_eq!(
         decide(&e, &[cache()], &seen, &done, None),
         Action::RecordStarted {
-            pod: "cache".into()
+            pods: vec!["cache".into()]
         }
     );
 }
@@ -422,7 +422,7 @@ fn dependents_wait_for_what_they_depend_on() {
             Condition::Started,
             node_up(std::slice::from_ref(&db_up)),
             started.clone(),
-            Action::CreatePod { pod: "app".into() },
+            Action::Launch { pod: "app".into() },
         ),
         (
             "ready: db not ready yet",
@@ -438,7 +438,7 @@ fn dependents_wait_for_what_they_depend_on() {
             Condition::Ready,
             node_up(std::slice::from_ref(&db_up)),
             ready.clone(),
-            Action::CreatePod { pod: "app".into() },
+            Action::Launch { pod: "app".into() },
         ),
         (
             "completed: db still running",
@@ -452,7 +452,7 @@ fn dependents_wait_for_what_they_depend_on() {
             Condition::Completed,
             node_up(&[db_done]),
             ready.clone(),
-            Action::CreatePod { pod: "app".into() },
+            Action::Launch { pod: "app".into() },
         ),
     ];
     for (what, condition, seen, done, want) in rows {
@@ -610,10 +610,10 @@ fn pods_that_may_start_take_their_steps_side_by_side() {
     assert_eq!(
         decide(&e, &pods, &node_up(&[]), &none, None),
         Action::Pods(vec![
-            Action::CreatePod {
+            Action::Launch {
                 pod: "cache".into()
             },
-            Action::CreatePod { pod: "db".into() },
+            Action::Launch { pod: "db".into() },
         ])
     );
     // Each pod at its own step: the cache's file goes in while the db starts.
@@ -648,6 +648,35 @@ fn pods_that_may_start_take_their_steps_side_by_side() {
     app.depends_on.insert("db".into(), Condition::Ready);
     assert_eq!(
         decide(&e, &[db, app], &node_up(&[]), &none, None),
-        Action::CreatePod { pod: "db".into() }
+        Action::Launch { pod: "db".into() }
     );
+}
+
+#[test]
+fn pods_found_up_are_recorded_in_the_pass_that_takes_the_others_next_steps() {
+    let e = env(State::Creating);
+    let app = pod("app", vec![container("app", false)]);
+    let mut seen = cache_up();
+    seen.pods.insert(
+        "app".into(),
+        [
+            (PAUSE.to_string(), running()),
+            ("app".to_string(), seen_created()),
+        ]
+        .into_iter()
+        .collect(),
+    );
+    assert_eq!(
+        decide(&e, &[cache(), app], &seen, &Progress::default(), None),
+        Action::Pods(vec![
+            start("app", "app"),
+            Action::RecordStarted {
+                pods: vec!["cache".into()]
+            },
+        ])
+    );
+}
+
+fn seen_created() -> ContainerSeen {
+    seen(ContainerObs::Created, None)
 }

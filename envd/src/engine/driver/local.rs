@@ -184,7 +184,11 @@ impl NodeDriver for LocalDind {
     async fn wait_inner(&self, env: &Env) -> Result<()> {
         let engine = self.engine()?;
         let node = engine.ensure_node(&self.host, env).await?;
-        node::wait_inner(&node).await.map(|_| ())
+        let inner = node::wait_inner(&node).await?;
+        // The pods' network (~0.2 s) is made with the engine, not by the first pod: a
+        // spare node has it ready for any template. A pod still makes it if it is missing.
+        let _one = self.network.lock().await;
+        pods::ensure_network(&inner, env).await
     }
 
     async fn attach_ip(&self, env: &Env) -> Result<()> {
