@@ -76,12 +76,13 @@ pub async fn run(c: &Conn, cmd: PoolCmd) -> Result<(), Fail> {
                     "{:<16} {:<14} {:>5} {:>8} {:>4} {:>4} {:>7} {:>7} {rate:>8}",
                     s(&p["name"]),
                     s(&p["template"]),
-                    p["ready"],
-                    p["creating"],
-                    p["min"],
-                    p["max"],
-                    p["claims"],
-                    p["misses"],
+                    // A JSON value ignores the width; its text keeps the columns.
+                    p["ready"].to_string(),
+                    p["creating"].to_string(),
+                    p["min"].to_string(),
+                    p["max"].to_string(),
+                    p["claims"].to_string(),
+                    p["misses"].to_string(),
                 );
                 if let Some(problem) = p["problem"].as_str() {
                     println!("  ! {problem}");
