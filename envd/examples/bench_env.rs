@@ -97,6 +97,31 @@ async fn fill(refill: &envd::pool::Refill, engine: &Engine) -> anyhow::Result<()
     }
 }
 
+/// A create of `full` from the request to ready (every pod checked): the env and the
+/// seconds it took, if one of its events is what `said` looks for (how it was made).
+async fn timed_create(
+    engine: &std::sync::Arc<Engine>,
+    catalog: &Catalog,
+    limits: &Limits,
+    said: impl Fn(&envd::store::Event) -> bool,
+) -> anyhow::Result<(envd::store::Env, f64)> {
+    let req = CreateRequest {
+        template: "full".into(),
+        ..Default::default()
+    };
+    let t = Instant::now();
+    let Created::New(env) = service::create(&engine.store, catalog, limits, req).await? else {
+        anyhow::bail!("not new")
+    };
+    engine.kick(&env.id);
+    let got = settled(engine, &env.id).await?;
+    let took = t.elapsed().as_secs_f64();
+    anyhow::ensure!(got.state == State::Ready, "{:?}", got.error);
+    let events = engine.store.events(&env.id, 0).await?;
+    anyhow::ensure!(events.iter().any(said), "not made as expected: {events:?}");
+    Ok((got, took))
+}
+
 /// Tears the env down; seconds from the request to gone (logs archived, all freed).
 async fn teardown(engine: &Engine, id: &str) -> anyhow::Result<f64> {
     engine.store.request_teardown(id).await?;
@@ -146,7 +171,7 @@ async fn main() -> anyhow::Result<()> {
             .push(ready);
         rows.entry("envd full: teardown (logs + free)".into())
             .or_default()
-            .push(teardown(&engine, &env.id).await?);
+            .push(teardown(&engine, &got.id).await?);
         eprintln!("envd run {}: ready {ready:.2}s", i + 1);
     }
 
@@ -164,39 +189,18 @@ async fn main() -> anyhow::Result<()> {
     };
     for i in 0..runs {
         fill(&refill, &engine).await?;
-        let req = CreateRequest {
-            template: "full".into(),
-            ..Default::default()
-        };
-        let t = Instant::now();
-        let Created::New(env) = service::create(&engine.store, &catalog, &limits, req).await?
-        else {
-            anyhow::bail!("not new")
-        };
-        engine.kick(&env.id);
-        let got = settled(&engine, &env.id).await?;
-        let took = t.elapsed().as_secs_f64();
-        anyhow::ensure!(got.state == State::Ready, "pooled run {i}: {:?}", got.error);
-        let kinds: Vec<String> = engine
-            .store
-            .events(&env.id, 0)
-            .await?
-            .into_iter()
-            .map(|e| e.step)
-            .collect();
-        anyhow::ensure!(
-            kinds
-                .iter()
-                .any(|k| k == envd::lifecycle::EventKind::Claimed.as_str()),
-            "run {i} was built cold"
-        );
+        let (got, took) = timed_create(&engine, &catalog, &limits, |e| {
+            e.step == envd::lifecycle::EventKind::Claimed.as_str()
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("pooled run {i}: {e}"))?;
         answers(&engine, &got).await?;
         rows.entry("envd full: pooled take".into())
             .or_default()
             .push(took);
         rows.entry("envd full: teardown (logs + free)".into())
             .or_default()
-            .push(teardown(&engine, &env.id).await?);
+            .push(teardown(&engine, &got.id).await?);
         eprintln!("pooled run {}: ready {:.0} ms", i + 1, took * 1000.0);
     }
     common::set_pool(&catalog, &engine, "full", 0).await?;
@@ -209,34 +213,18 @@ async fn main() -> anyhow::Result<()> {
     common::set_pool(&catalog, &engine, "node", 1).await?;
     for i in 0..runs {
         fill(&refill, &engine).await?;
-        let req = CreateRequest {
-            template: "full".into(),
-            ..Default::default()
-        };
-        let t = Instant::now();
-        let Created::New(env) = service::create(&engine.store, &catalog, &limits, req).await?
-        else {
-            anyhow::bail!("not new")
-        };
-        engine.kick(&env.id);
-        let got = settled(&engine, &env.id).await?;
-        let took = t.elapsed().as_secs_f64();
-        anyhow::ensure!(
-            got.state == State::Ready,
-            "spare-node run {i}: {:?}",
-            got.error
-        );
-        let on_spare = engine.store.events(&env.id, 0).await?.into_iter().any(|e| {
+        let (got, took) = timed_create(&engine, &catalog, &limits, |e| {
             e.step == envd::lifecycle::EventKind::Cold.as_str() && e.message.contains("spare node")
-        });
-        anyhow::ensure!(on_spare, "run {i} did not take a spare node");
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("spare-node run {i}: {e}"))?;
         answers(&engine, &got).await?;
         rows.entry("envd full: cold on a spare node".into())
             .or_default()
             .push(took);
         rows.entry("envd full: teardown (logs + free)".into())
             .or_default()
-            .push(teardown(&engine, &env.id).await?);
+            .push(teardown(&engine, &got.id).await?);
         eprintln!("spare-node run {}: ready {took:.2}s", i + 1);
     }
     common::set_pool(&catalog, &engine, "node", 0).await?;

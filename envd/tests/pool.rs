@@ -20,6 +20,26 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SLICE: u8 = 160;
 
+/// The warm pools' refill beside the test's envd, looking every 200 ms.
+fn spawn_refill(
+    engine: &std::sync::Arc<envd::engine::Engine>,
+    catalog: envd::catalog::Catalog,
+    health_every: Duration,
+) {
+    tokio::spawn(
+        envd::pool::Refill {
+            engine: engine.clone(),
+            catalog,
+            limits: envd::service::Limits::default(),
+            quotas: Default::default(),
+            budget: Default::default(),
+            tick: Duration::from_millis(200),
+            health_every,
+        }
+        .run(),
+    );
+}
+
 /// The pool `minimal`'s view from `GET /v1/pools`.
 async fn pool(base: &str) -> Value {
     pool_named(base, "minimal").await
@@ -83,17 +103,10 @@ async fn a_pool_fills_is_taken_refills_replaces_a_killed_env_and_drains() {
         return;
     };
     let guard = common::Guard::default();
-    tokio::spawn(
-        envd::pool::Refill {
-            engine: s.engine.clone(),
-            catalog: envd::catalog::Catalog::new(None),
-            limits: envd::service::Limits::default(),
-            quotas: Default::default(),
-            budget: Default::default(),
-            tick: Duration::from_millis(200),
-            health_every: Duration::from_secs(1),
-        }
-        .run(),
+    spawn_refill(
+        &s.engine,
+        envd::catalog::Catalog::new(None),
+        Duration::from_secs(1),
     );
     let base = &s.base;
     let (status, _, v) = call(
@@ -290,17 +303,10 @@ async fn a_password_in_a_config_file_is_applied_to_a_pooled_env_before_the_hando
         return;
     };
     let guard = common::Guard::default();
-    tokio::spawn(
-        envd::pool::Refill {
-            engine: s.engine.clone(),
-            catalog: envd::catalog::Catalog::new(Some(templates.path().to_path_buf())),
-            limits: envd::service::Limits::default(),
-            quotas: Default::default(),
-            budget: Default::default(),
-            tick: Duration::from_millis(200),
-            health_every: Duration::from_secs(3600),
-        }
-        .run(),
+    spawn_refill(
+        &s.engine,
+        envd::catalog::Catalog::new(Some(templates.path().to_path_buf())),
+        Duration::from_secs(3600),
     );
     let base = &s.base;
     let (status, _, v) = call(
@@ -371,17 +377,10 @@ async fn a_cold_create_is_built_on_a_spare_node() {
         return;
     };
     let guard = common::Guard::default();
-    tokio::spawn(
-        envd::pool::Refill {
-            engine: s.engine.clone(),
-            catalog: envd::catalog::Catalog::new(None),
-            limits: envd::service::Limits::default(),
-            quotas: Default::default(),
-            budget: Default::default(),
-            tick: Duration::from_millis(200),
-            health_every: Duration::from_secs(3600),
-        }
-        .run(),
+    spawn_refill(
+        &s.engine,
+        envd::catalog::Catalog::new(None),
+        Duration::from_secs(3600),
     );
     let base = &s.base;
     let (code, out, err) = common::envd(base, &["pool", "set", "node", "--min", "1"]).await;
@@ -443,18 +442,9 @@ async fn a_cold_create_is_built_on_a_spare_node() {
     assert_eq!(code, 0, "{err}");
     s.engine.store.request_teardown(&spare).await.unwrap();
     s.engine.kick(&spare);
-    let mut ids: BTreeSet<String> = s
-        .engine
-        .store
-        .pool_members()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| m.id)
-        .collect();
+    let mut ids = guard.watch_pool(&s.engine.store).await;
     ids.insert(spare);
     for id in &ids {
-        guard.watch(id);
         let t = Instant::now();
         while !s.engine.store.get(id).await.unwrap().state.is_final() {
             assert!(t.elapsed() < Duration::from_secs(120), "{id} never went");

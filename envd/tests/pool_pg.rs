@@ -98,7 +98,7 @@ async fn two_envd_on_one_postgres_take_from_one_pool_and_refill_it_once() {
         })
     };
     pool_full(&bases[1]).await;
-    let first = watched_members(&store, &guard).await;
+    let first = guard.watch_pool(&store).await;
 
     // Four creates at once, two through each instance: two take, two are built cold.
     let client = reqwest::Client::new();
@@ -144,7 +144,7 @@ async fn two_envd_on_one_postgres_take_from_one_pool_and_refill_it_once() {
 
     // Both instances' refills fill it again, to 2 and no more.
     pool_full(&bases[0]).await;
-    let second = watched_members(&store, &guard).await;
+    let second = guard.watch_pool(&store).await;
     assert!(second.is_disjoint(&first));
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(sizes(&bases[1]).await, (2, 0));
@@ -197,19 +197,4 @@ async fn two_envd_on_one_postgres_take_from_one_pool_and_refill_it_once() {
     let _ = std::process::Command::new("ip")
         .args(["link", "del", BRIDGE])
         .status();
-}
-
-/// The pool's envs now, each watched by the guard (freed if the test fails).
-async fn watched_members(store: &Store, guard: &common::Guard) -> BTreeSet<String> {
-    let ids: BTreeSet<String> = store
-        .pool_members()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| m.id)
-        .collect();
-    for id in &ids {
-        guard.watch(id);
-    }
-    ids
 }

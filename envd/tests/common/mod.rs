@@ -62,6 +62,21 @@ impl Guard {
     pub fn watch(&self, env_id: &str) {
         self.0.lock().unwrap().push(env_id.to_string());
     }
+
+    /// The warm pools' envs now, each watched (freed if the test fails).
+    pub async fn watch_pool(&self, store: &Store) -> std::collections::BTreeSet<String> {
+        let ids: std::collections::BTreeSet<String> = store
+            .pool_members()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
+        for id in &ids {
+            self.watch(id);
+        }
+        ids
+    }
 }
 
 impl Drop for Guard {
