@@ -175,9 +175,9 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("envd run {}: ready {ready:.2}s", i + 1);
     }
 
-    // Taken from a warm pool: request to ready (every pod probed again), then checked.
+    // Taken from a warm pool (every pod probed again), then built cold on a spare node
+    // (pool `node`: started, IP attached, no pods): request to ready, then checked.
     let limits = Limits::default();
-    common::set_pool(&catalog, &engine, "full", 1).await?;
     let refill = envd::pool::Refill {
         engine: engine.clone(),
         catalog: catalog.clone(),
@@ -187,50 +187,36 @@ async fn main() -> anyhow::Result<()> {
         tick: Duration::from_millis(100),
         health_every: Duration::from_secs(3600),
     };
-    for i in 0..runs {
-        fill(&refill, &engine).await?;
-        let (got, took) = timed_create(&engine, &catalog, &limits, |e| {
+    type Said = fn(&envd::store::Event) -> bool;
+    let kinds: [(&str, &str, Said); 2] = [
+        ("full", "pooled take", |e| {
             e.step == envd::lifecycle::EventKind::Claimed.as_str()
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("pooled run {i}: {e}"))?;
-        answers(&engine, &got).await?;
-        rows.entry("envd full: pooled take".into())
-            .or_default()
-            .push(took);
-        rows.entry("envd full: teardown (logs + free)".into())
-            .or_default()
-            .push(teardown(&engine, &got.id).await?);
-        eprintln!("pooled run {}: ready {:.0} ms", i + 1, took * 1000.0);
-    }
-    common::set_pool(&catalog, &engine, "full", 0).await?;
-    refill.once().await?;
-    for id in engine.store.active_ids().await? {
-        engine.reconcile(&id).await?;
-    }
-
-    // Cold on a spare node (pool `node`: started, IP attached, no pods): request to ready.
-    common::set_pool(&catalog, &engine, "node", 1).await?;
-    for i in 0..runs {
-        fill(&refill, &engine).await?;
-        let (got, took) = timed_create(&engine, &catalog, &limits, |e| {
+        }),
+        ("node", "cold on a spare node", |e| {
             e.step == envd::lifecycle::EventKind::Cold.as_str() && e.message.contains("spare node")
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("spare-node run {i}: {e}"))?;
-        answers(&engine, &got).await?;
-        rows.entry("envd full: cold on a spare node".into())
-            .or_default()
-            .push(took);
-        rows.entry("envd full: teardown (logs + free)".into())
-            .or_default()
-            .push(teardown(&engine, &got.id).await?);
-        eprintln!("spare-node run {}: ready {took:.2}s", i + 1);
-    }
-    common::set_pool(&catalog, &engine, "node", 0).await?;
-    refill.once().await?;
-    for id in engine.store.active_ids().await? {
-        engine.reconcile(&id).await?;
+        }),
+    ];
+    for (pool, what, said) in kinds {
+        common::set_pool(&catalog, &engine, pool, 1).await?;
+        for i in 0..runs {
+            fill(&refill, &engine).await?;
+            let (got, took) = timed_create(&engine, &catalog, &limits, said)
+                .await
+                .map_err(|e| anyhow::anyhow!("{what} run {i}: {e}"))?;
+            answers(&engine, &got).await?;
+            rows.entry(format!("envd full: {what}"))
+                .or_default()
+                .push(took);
+            rows.entry("envd full: teardown (logs + free)".into())
+                .or_default()
+                .push(teardown(&engine, &got.id).await?);
+            eprintln!("{what} run {}: ready {:.0} ms", i + 1, took * 1000.0);
+        }
+        common::set_pool(&catalog, &engine, pool, 0).await?;
+        refill.once().await?;
+        for id in engine.store.active_ids().await? {
+            engine.reconcile(&id).await?;
+        }
     }
 
     // The same four services with docker-compose on the host engine, ready by the same probes.
