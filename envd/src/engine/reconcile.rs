@@ -255,6 +255,12 @@ impl Engine {
         let creating = live && env.state == State::Creating;
         let acted = async {
             match self.perform(&env, &pods, action, run).await {
+                // The node died under the action: not the create's failure. The next pass
+                // sees it down and starts it (and the pods) again.
+                Err(e) if creating && fails_create(&e) && self.node_down(&env).await => {
+                    tracing::info!(env = %env.id, "the node went down during a step ({e}); starting it again");
+                    Ok(Next::Again)
+                }
                 Err(e) if creating && fails_create(&e) => {
                     self.record_failure(&env, &e.to_string()).await?;
                     Ok(Next::Again)
@@ -268,6 +274,14 @@ impl Engine {
             _ = self.until_deleted(id, handle), if live => Ok(Next::Again),
             _ = self.keep_claim(id) => Ok(Next::Again),
         }
+    }
+
+    /// Whether the env's node is seen stopped or gone now.
+    async fn node_down(&self, env: &Env) -> bool {
+        self.driver
+            .observe(env, &[])
+            .await
+            .is_ok_and(|seen| seen.node != super::driver::NodeObs::Running)
     }
 
     async fn perform(
