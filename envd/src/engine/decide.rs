@@ -296,11 +296,7 @@ impl View<'_> {
 
     /// Other pods wait for this one to complete: it runs once.
     fn once(&self, pod: &Pod) -> bool {
-        self.pods.iter().any(|p| {
-            p.depends_on
-                .iter()
-                .any(|(d, c)| d == &pod.name && *c == Condition::Completed)
-        })
+        awaited_to_complete(self.pods, &pod.name)
     }
 
     /// Its pause and every container run (a one-shot job may have completed).
@@ -359,6 +355,12 @@ impl View<'_> {
         }
         Ok(true)
     }
+}
+
+/// Whether other pods wait for pod `name` to complete (it runs once).
+pub fn awaited_to_complete(pods: &[Pod], name: &str) -> bool {
+    pods.iter()
+        .any(|p| p.depends_on.get(name) == Some(&Condition::Completed))
 }
 
 /// How [`Progress::launched`] names a container.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use futures_util::FutureExt;
 use tokio::sync::Notify;
 
-use super::decide::{Action, Progress, decide, launched_key};
+use super::decide::{Action, Progress, awaited_to_complete, decide, launched_key};
 use super::driver::{Observed, files_stamp};
 use super::{Engine, hide, since_ms};
 use crate::error::{Error, Result};
@@ -258,7 +258,9 @@ impl Engine {
                 // The node died under the action: not the create's failure. The next pass
                 // sees it down and starts it (and the pods) again.
                 Err(e) if creating && fails_create(&e) && self.node_down(&env).await => {
-                    tracing::info!(env = %env.id, "the node went down during a step ({e}); starting it again");
+                    // An error may quote a rendered password; the log must not.
+                    let error = hide(&env, &e.to_string());
+                    tracing::info!(env = %env.id, %error, "the node went down during a step; starting it again");
                     Ok(Next::Again)
                 }
                 Err(e) if creating && fails_create(&e) => {
@@ -383,8 +385,6 @@ impl Engine {
         Ok(Next::Again)
     }
 
-    /// One pod's `CreatePod`, `UploadFiles` or `Start`: what it does to this run's progress is
-    /// recorded now, the step itself is returned to be run alone or beside other pods' steps.
     /// Records pods started: their `started` events, and when their checks start counting.
     async fn record_started(&self, env: &Env, names: Vec<String>, run: &mut Run) -> Result<()> {
         run.pods_since.get_or_insert_with(Instant::now);
@@ -403,6 +403,9 @@ impl Engine {
         Ok(())
     }
 
+    /// One pod's `Launch`, `CreatePod`, `UploadFiles` or `Start`: what it does to this run's
+    /// progress is recorded now, the step itself is returned to be run alone or beside
+    /// other pods' steps.
     fn pod_step<'a>(
         &'a self,
         env: &'a Env,
@@ -418,9 +421,7 @@ impl Engine {
         Ok(match step {
             Action::Launch { pod: name } => {
                 let p = pod(&name)?;
-                let once = pods.iter().any(|o| {
-                    o.depends_on.get(&name) == Some(&crate::spec::order::Condition::Completed)
-                });
+                let once = awaited_to_complete(pods, &name);
                 run.touch(&name);
                 for c in &p.containers {
                     run.progress.launched.insert(launched_key(&name, &c.name));
@@ -441,9 +442,7 @@ impl Engine {
             }
             Action::CreatePod { pod: name } => {
                 let p = pod(&name)?;
-                let once = pods.iter().any(|o| {
-                    o.depends_on.get(&name) == Some(&crate::spec::order::Condition::Completed)
-                });
+                let once = awaited_to_complete(pods, &name);
                 run.touch(&name);
                 Box::pin(self.act(env, Step::Pods, false, self.driver.create_pod(env, p, once)))
             }

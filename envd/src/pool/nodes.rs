@@ -43,9 +43,14 @@ pub fn plan() -> Plan {
     }
 }
 
+/// Whether a pool's template (`node` or `node:1`) means spare nodes.
+fn names_spare_nodes(spec: &str) -> bool {
+    spec == NODE || is_node(spec)
+}
+
 /// A pool's template: spare nodes for `node` (or `node:1`), else the catalog's.
 pub fn template_of(catalog: &Catalog, spec: &str) -> Result<TemplateSource> {
-    if spec == NODE || is_node(spec) {
+    if names_spare_nodes(spec) {
         return Ok(template());
     }
     catalog.get(spec)
@@ -56,7 +61,7 @@ pub fn template_of(catalog: &Catalog, spec: &str) -> Result<TemplateSource> {
 pub async fn take(store: &Store, new: &NewEnv, why: &str) -> Result<Option<Created>> {
     let node = template();
     for pool in store.pools().await? {
-        if pool.template != NODE && !is_node(&pool.template) {
+        if !names_spare_nodes(&pool.template) {
             continue;
         }
         let key = super::key_of(&node, &pool.answers)?.key;

@@ -258,13 +258,24 @@ impl Store {
             .bind(message)
             .execute(&mut *tx)
             .await?;
+        self.close_take(tx, t.pool, &id).await.map(Some)
+    }
+
+    /// Ends a take of env `id` from pool `pool`: the pool's claim counted, the transaction
+    /// committed, waiters told; the env as it is now.
+    async fn close_take(
+        &self,
+        mut tx: sqlx::Transaction<'_, sqlx::Any>,
+        pool: &str,
+        id: &str,
+    ) -> Result<Created> {
         sqlx::query("UPDATE pools SET claims = claims + 1 WHERE name = $1")
-            .bind(t.pool)
+            .bind(pool)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        self.changed(&id).await;
-        Ok(Some(Created::New(self.get(&id).await?)))
+        self.changed(id).await;
+        Ok(Created::New(self.get(id).await?))
     }
 
     /// A take's name or key was held meanwhile: the live env holding the key is the
@@ -334,13 +345,7 @@ impl Store {
         super::event_query(&id, EventKind::Cold.into(), &message, None)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("UPDATE pools SET claims = claims + 1 WHERE name = $1")
-            .bind(pool)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        self.changed(&id).await;
-        Ok(Some(Created::New(self.get(&id).await?)))
+        self.close_take(tx, pool, &id).await.map(Some)
     }
 
     /// Counts a create of a pool's template that found no env to take.
